@@ -1,0 +1,210 @@
+"""`radiogenomics <verb>`: the command line.
+
+Errors are one line on stderr with a non-zero exit code, never a traceback (set
+RADIOGENOMICS_DEBUG=1 to see one). Long work shows a progress bar on stderr; results go to files
+(CSV/JSON) and a one-line JSON summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from radiogenomics import __version__
+from radiogenomics.errors import InputError, NotBuiltYet, RadiogenomicsError
+
+EXIT_INPUT = 2  # bad input or options
+EXIT_NOT_BUILT = 3  # the verb's capability has not landed yet
+EXIT_INTERNAL = 70  # a bug: unexpected exception
+
+HALLMARK_ENV = "RADIOGENOMICS_HALLMARK_GMT"
+_HALLMARK_RELATIVE = Path("shared") / "data" / "gene_sets" / "h.all.v7.0.symbols.gmt"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def default_hallmark_gmt() -> Path | None:
+    """The MSigDB Hallmark GMT: $RADIOGENOMICS_HALLMARK_GMT, else ../shared/data/... next to the checkout."""
+    if os.environ.get(HALLMARK_ENV):
+        return Path(os.environ[HALLMARK_ENV])
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *Path.cwd().parents, *here.parents]:
+        candidate = base / _HALLMARK_RELATIVE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Verbs
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from radiogenomics.synth import SynthConfig, generate
+
+    gmt = _hallmark(args)
+    try:
+        config = SynthConfig(
+            out=args.out, hallmark_gmt=gmt, seed=args.seed, n_train=args.train, n_test=args.test,
+            n_genes=args.genes, n_features=args.features, images=args.images, expression_format=args.format,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = {"n_train": "--train", "n_test": "--test", "n_genes": "--genes", "n_features": "--features"}
+        raise InputError(f"{flag.get(str(err['loc'][0]), '--' + str(err['loc'][0]))}: {err['msg']}") from None
+    truth = generate(config, progress=not args.quiet)
+    print(json.dumps({
+        "out": str(args.out), "train": str(args.out / "train"), "test": str(args.out / "test"),
+        "genes": config.n_genes, "features": config.n_features, "histology_counts": truth["histology"]["counts"],
+        "truth": str(args.out / "truth.json"), "gene_sets": str(args.out / "gene_sets.gmt"),
+    }))
+    return 0
+
+
+def _hallmark(args: argparse.Namespace) -> Path:
+    gmt = getattr(args, "hallmark_gmt", None) or default_hallmark_gmt()
+    if gmt is None:
+        raise RadiogenomicsError(
+            f"MSigDB Hallmark GMT not found; pass --hallmark-gmt FILE or set {HALLMARK_ENV} (h.all.v7.0.symbols.gmt)"
+        )
+    return gmt
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import shutil
+
+    from radiogenomics.demo import run_demo, summary_line
+
+    out = args.out
+    if out.exists() and any(out.iterdir()):
+        if not (out / "report.json").exists():
+            raise InputError(f"{out}: directory is not empty and holds no earlier demo; pass --out NEW_DIR")
+        shutil.rmtree(out)  # an earlier demo's output: replace it
+    result = run_demo(out, _hallmark(args), full=args.full, seed=args.seed, progress=not args.quiet)
+    print(summary_line(result))
+    return 0
+
+
+def _not_built(issue: int, what: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotBuiltYet(f"'{args.verb}' ({what}) is not built yet; it is tracked in issue #{issue}")
+
+    return run
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="radiogenomics", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"radiogenomics {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+
+    p = verbs.add_parser("synth", help="write a synthetic train/test cohort with planted biology",
+                         description="Write OUT/train and OUT/test cohorts, OUT/gene_sets.gmt and OUT/truth.json "
+                                     "(the planted programs). Defaults mirror the paper: 262 + 89 patients, 21,766 genes, 101 features.")
+    p.add_argument("out", type=Path, help="output directory (must be new or empty)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42); same seed, same files")
+    p.add_argument("--train", type=_positive_int, default=262, help="training patients (default 262)")
+    p.add_argument("--test", type=_positive_int, default=89, help="independent test patients (default 89)")
+    p.add_argument("--genes", type=_positive_int, default=21766, help="genes (default 21,766; Hallmark symbols kept)")
+    p.add_argument("--features", type=_positive_int, default=101, help="radiomic features, at most 101 (default 101)")
+    p.add_argument("--images", action="store_true", help="also write CT-like NRRD volumes + masks and images/manifest.csv")
+    p.add_argument("--format", choices=["parquet", "tsv", "csv"], default="parquet", help="expression file format")
+    p.add_argument("--hallmark-gmt", type=Path, help=f"MSigDB Hallmark GMT (default: ${HALLMARK_ENV} or ../shared/data/gene_sets)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_synth)
+
+    p = verbs.add_parser("extract", help="extract radiomic features from a manifest of images (pyradiomics, Ray)")
+    p.add_argument("manifest", type=Path, help="CSV with sample_id,Image,Mask[,Label] (pyradiomics batch format)")
+    p.add_argument("--out", type=Path, required=True, help="features CSV (resumable)")
+    p.add_argument("--params", type=Path, help="pyradiomics parameter file (YAML)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    p.set_defaults(run=_not_built(3, "radiomic extraction"))
+
+    p = verbs.add_parser("train", help="train and select the network with Ray Tune; export the model")
+    p.add_argument("cohort", type=Path, help="training cohort directory")
+    p.add_argument("--registry", type=Path, required=True, help="model registry directory")
+    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--trials", type=_positive_int, default=8, help="Tune trials")
+    p.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted run")
+    p.set_defaults(run=_not_built(4, "training and model selection"))
+
+    p = verbs.add_parser("evaluate", help="evaluate a model on an independent test cohort")
+    p.add_argument("model", type=Path, help="model artifact directory")
+    p.add_argument("cohort", type=Path, help="test cohort directory")
+    p.add_argument("--out", type=Path, required=True, help="metrics JSON")
+    p.set_defaults(run=_not_built(4, "test-cohort evaluation"))
+
+    p = verbs.add_parser("mask", help="gene masking: which gene sets alone still predict each output")
+    p.add_argument("model", type=Path, help="model artifact directory")
+    p.add_argument("cohort", type=Path, help="held-out cohort directory")
+    p.add_argument("--gene-sets", type=Path, help="GMT file")
+    p.add_argument("--single-genes", action="store_true", help="every single gene as a set")
+    p.add_argument("--out", type=Path, required=True, help="results CSV")
+    p.add_argument("--mode", choices=["keep", "drop"], default="keep")
+    p.add_argument("--nulls", type=_positive_int, default=1000, help="random size-matched sets per size")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    p.set_defaults(run=_not_built(6, "gene masking"))
+
+    p = verbs.add_parser("serve", help="serve the gRPC services on Ray Serve")
+    p.add_argument("model", type=Path, help="model artifact directory or registry")
+    p.add_argument("--grpc-port", type=int, default=9000)
+    p.add_argument("--metrics-port", type=int, default=8080)
+    p.set_defaults(run=_not_built(5, "the prediction service"))
+
+    p = verbs.add_parser("demo", help="the end-to-end main job on a local Ray",
+                         description="Generate a synthetic cohort with planted biology and CT images, then run every "
+                                     "landed stage of the pipeline on it; writes OUT/report.md and OUT/report.json.")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default demo-out; an earlier demo there is replaced)")
+    p.add_argument("--full", action="store_true", help="paper-sized cohort (262 + 89 patients, 21,766 genes)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--hallmark-gmt", type=Path, help=f"MSigDB Hallmark GMT (default: ${HALLMARK_ENV} or ../shared/data/gene_sets)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `radiogenomics` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"radiogenomics {args.verb}"
+    try:
+        return int(args.run(args) or 0)
+    except NotBuiltYet as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except RadiogenomicsError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("RADIOGENOMICS_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())
+        print(f"{prog}: internal error: {type(exc).__name__}: {text} (rerun with RADIOGENOMICS_DEBUG=1 for details)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

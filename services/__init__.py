@@ -1,0 +1,1 @@
+"""Ray Serve deployments and gRPC servicers: thin adapters over the core library."""

@@ -1,0 +1,124 @@
+"""The `radiogenomics` console script, run as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radiogenomics.cohort import load_cohort
+
+CLI = str(Path(sys.executable).parent / "radiogenomics")
+VERBS = ["synth", "extract", "train", "evaluate", "mask", "serve", "demo"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_help_lists_every_verb() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for verb in VERBS:
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb: str) -> None:
+    result = run(verb, "--help")
+    assert result.returncode == 0 and f"radiogenomics {verb}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "issue"),
+    [
+        (["extract", "m.csv", "--out", "f.csv"], 3),
+        (["train", "cohort", "--registry", "r", "--name", "n"], 4),
+        (["evaluate", "model", "cohort", "--out", "m.json"], 4),
+        (["mask", "model", "cohort", "--out", "r.csv"], 6),
+        (["serve", "model"], 5),
+    ],
+)
+def test_verbs_not_built_yet_say_so(args: list[str], issue: int) -> None:
+    result = run(*args)
+    line = _one_line_error(result)
+    assert result.returncode == 3
+    assert "not built yet" in line and f"issue #{issue}" in line
+
+
+def test_synth_writes_a_loadable_cohort(tmp_path: Path, hallmark_gmt: Path) -> None:
+    out = tmp_path / "cohort"
+    result = run("synth", str(out), "--train", "30", "--test", "12", "--genes", "5000", "--features", "20",
+                 "--hallmark-gmt", str(hallmark_gmt), "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["train"] == str(out / "train")
+    assert sum(summary["histology_counts"]["train"].values()) == 30
+    train = load_cohort(out / "train")
+    assert train.expression.shape == (30, 5000) and len(train.feature_names) == 20
+    assert (out / "truth.json").is_file() and (out / "gene_sets.gmt").is_file()
+
+
+def test_synth_shows_progress_on_stderr(tmp_path: Path, hallmark_gmt: Path) -> None:
+    result = run("synth", str(tmp_path / "p"), "--train", "20", "--test", "10", "--genes", "3000", "--features", "5",
+                 "--hallmark-gmt", str(hallmark_gmt))
+    assert result.returncode == 0, result.stderr
+    assert "synth" in result.stderr and "100%" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--features", "500"], "--features: Input should be less than or equal to 101"),
+        (["--genes", "50"], "--genes must be at least"),
+        (["--train", "0"], "argument --train: must be a positive whole number"),
+        (["--train", "abc"], "argument --train: invalid _positive_int value"),
+        (["--hallmark-gmt", "/nonexistent.gmt"], "/nonexistent.gmt: gene-set file not found"),
+    ],
+)
+def test_synth_bad_options_are_one_line(tmp_path: Path, hallmark_gmt: Path, args: list[str], message: str) -> None:
+    base = ["synth", str(tmp_path / "x"), "--quiet"]
+    if "--hallmark-gmt" not in args:
+        base += ["--hallmark-gmt", str(hallmark_gmt)]
+    line = _one_line_error(run(*base, *args))
+    assert message in line
+
+
+def test_synth_refuses_a_non_empty_directory(tmp_path: Path, hallmark_gmt: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    line = _one_line_error(run("synth", str(tmp_path), "--hallmark-gmt", str(hallmark_gmt)))
+    assert "not empty" in line and (tmp_path / "keep.txt").read_text() == "x"
+
+
+def test_unknown_verb_is_one_line() -> None:
+    line = _one_line_error(run("frobnicate"))
+    assert "invalid choice: 'frobnicate'" in line
+
+
+def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
+    """The README's main job: every landed stage runs and the report names what is still to come."""
+    out = tmp_path / "demo-out"
+    result = run("demo", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["test_auc"]["HALLMARK_HYPOXIA->histology:SCC"] > 0.75
+    report = (out / "report.md").read_text()
+    assert "HALLMARK_HYPOXIA" in report and "issue #" in report
+    assert (out / "cohort" / "train" / "images" / "manifest.csv").is_file()
+    # Running again replaces the earlier demo; an unrelated non-empty directory is refused.
+    assert run("demo", "--out", str(out), "--quiet").returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.txt").write_text("keep")
+    assert "holds no earlier demo" in _one_line_error(run("demo", "--out", str(other), "--quiet"))
