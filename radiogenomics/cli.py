@@ -96,6 +96,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from radiogenomics.extraction.batch import run_batch
+    from radiogenomics.extraction.params import load_params
+
+    params = load_params(args.params)
+    summary = run_batch(args.manifest, args.out, params, address=args.address, workers=args.workers,
+                        max_voxels=args.max_voxels, progress=not args.quiet)
+    print(json.dumps({"out": str(summary.out), "total": summary.total, "extracted": summary.extracted,
+                      "skipped": summary.skipped, "failed": summary.failed,
+                      "failures": str(summary.failures) if summary.failed else None}))
+    if summary.failed:
+        print(f"radiogenomics extract: {summary.failed} of {summary.total} cases failed; reasons in {summary.failures}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _not_built(issue: int, what: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotBuiltYet(f"'{args.verb}' ({what}) is not built yet; it is tracked in issue #{issue}")
@@ -130,12 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_synth)
 
-    p = verbs.add_parser("extract", help="extract radiomic features from a manifest of images (pyradiomics, Ray)")
-    p.add_argument("manifest", type=Path, help="CSV with sample_id,Image,Mask[,Label] (pyradiomics batch format)")
-    p.add_argument("--out", type=Path, required=True, help="features CSV (resumable)")
-    p.add_argument("--params", type=Path, help="pyradiomics parameter file (YAML)")
-    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
-    p.set_defaults(run=_not_built(3, "radiomic extraction"))
+    p = verbs.add_parser("extract", help="extract radiomic features from a manifest of images (pyradiomics, Ray)",
+                         description="One Ray task per case. Cases already in --out are skipped (resumable); a failing "
+                                     "case is recorded in OUT.failures.csv with its reason and the batch goes on "
+                                     "(exit code 1 if any case failed).")
+    p.add_argument("manifest", type=Path, help="CSV with sample_id,Image,Mask[,Label,ROI,Segment] (pyradiomics batch format)")
+    p.add_argument("--out", type=Path, required=True, help="features CSV (appended as cases finish)")
+    p.add_argument("--params", type=Path, help="pyradiomics parameter file (YAML; default: pyradiomics' defaults)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
+    p.add_argument("--workers", type=_positive_int, help="cases extracted at once (default: the cluster's CPUs)")
+    p.add_argument("--max-voxels", type=_positive_int, help="refuse volumes larger than this many voxels")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_extract)
 
     p = verbs.add_parser("train", help="train and select the network with Ray Tune; export the model")
     p.add_argument("cohort", type=Path, help="training cohort directory")

@@ -43,7 +43,6 @@ def test_every_verb_has_help(verb: str) -> None:
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["extract", "m.csv", "--out", "f.csv"], 3),
         (["train", "cohort", "--registry", "r", "--name", "n"], 4),
         (["evaluate", "model", "cohort", "--out", "m.json"], 4),
         (["mask", "model", "cohort", "--out", "r.csv"], 6),

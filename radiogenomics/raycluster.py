@@ -1,0 +1,40 @@
+"""Connecting to Ray: a cluster by address, or a local Ray that stays on 127.0.0.1.
+
+A local Ray binds the machine's external address by default; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+makes it bind and use loopback only, which is what a workstation or CI run wants.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def keep_local_ray_on_loopback() -> None:
+    """Make a Ray started from this process bind 127.0.0.1 (call before ray.init)."""
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Use the running Ray if there is one; else join `address`, or start a local Ray on loopback.
+
+    A Ray started here is shut down on exit; one that was already running is left alone.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address is None:
+        keep_local_ray_on_loopback()
+    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
