@@ -4,8 +4,9 @@
     python protos/generate.py --check    exit 1 if services/pb/ differs from what the protos give
 
 protoc names modules after the proto path (`radiogenomics/v1/x.proto` -> `radiogenomics.v1.x_pb2`),
-which would land inside the core package; the imports are rewritten to `services.pb.<...>` so
-the generated code lives with the services and the core stays free of gRPC.
+which would land inside the core package; the imports and the message classes' module names are
+rewritten to `services.pb.<...>` so the generated code lives with the services, the core stays
+free of gRPC, and messages pickle (Ray moves them between processes).
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit(f"protoc failed with exit code {code}")
     top_packages = {Path(p).parts[0] for p in protos}
     pattern = re.compile(rf"^(from|import) ({'|'.join(map(re.escape, sorted(top_packages)))})(\.|\s)", re.M)
+    # Message classes carry the module name protoc gave them; pickling (Ray) imports it by that name.
+    module_name = re.compile(rf"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')({'|'.join(map(re.escape, sorted(top_packages)))})\.")
     written = []
     for path in sorted(out.rglob("*.py*")):
         if path.suffix not in (".py", ".pyi"):
             continue
         text = pattern.sub(lambda m: f"{m.group(1)} {PACKAGE}.{m.group(2)}{m.group(3)}", path.read_text())
+        text = module_name.sub(lambda m: f"{m.group(1)}{PACKAGE}.{m.group(2)}.", text)
         path.write_text(text)
         written.append(path)
     for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:

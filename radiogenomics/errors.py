@@ -20,6 +20,10 @@ class InputError(RadiogenomicsError, ValueError):
     """Input data or options are invalid (maps to INVALID_ARGUMENT)."""
 
 
+class LimitExceeded(InputError):
+    """A configured limit (upload size, voxels, batch size...) was exceeded (maps to RESOURCE_EXHAUSTED)."""
+
+
 class CohortError(InputError):
     """A cohort directory or one of its tables is invalid."""
 

@@ -35,3 +35,40 @@ def paper_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "paper"
     generate(SynthConfig(out=out, hallmark_gmt=HALLMARK_GMT), progress=False)
     return out
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session, bound to 127.0.0.1; shut down at the end."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_grpc(ray_local):
+    """Ray Serve with its gRPC proxy on a free loopback port, every servicer registered; shut down at the end."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from services.radiomics import SERVICER as RADIOMICS_SERVICER
+
+    port = free_port()
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": free_port()},
+        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[RADIOMICS_SERVICER], request_timeout_s=300),
+    )
+    yield port
+    serve.shutdown()

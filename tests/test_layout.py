@@ -55,3 +55,16 @@ def test_core_never_imports_serve_grpc_or_services() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
     assert offenders == []
+
+
+def test_generated_messages_pickle_by_reference() -> None:
+    """Ray pickles request messages between the proxy and replicas: the classes must be importable by name."""
+    import pickle
+
+    from ray import cloudpickle
+
+    from services.pb.radiogenomics.v1 import common_pb2
+
+    message = common_pb2.ExpressionProfile(profile_id="p", raw_float32=b"\x00\x00\x80?")
+    assert common_pb2.ExpressionProfile.__module__ == "services.pb.radiogenomics.v1.common_pb2"
+    assert pickle.loads(cloudpickle.dumps(message)) == message

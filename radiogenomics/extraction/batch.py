@@ -147,6 +147,8 @@ def run_batch(
     fail_path.unlink(missing_ok=True)  # failed cases are retried; the file lists this run's failures
     rows, fails = _Appender(out), _Appender(fail_path)
     extracted = failed = 0
+    if not todo:  # everything is done already: no need for Ray
+        return BatchSummary(total=len(cases), extracted=0, skipped=len(cases), failed=0, out=out, failures=fail_path)
     with ray_session(address, num_cpus=workers):
         task = ray.remote(num_cpus=1, max_retries=1)(extract_case)
         params_ref = ray.put(params)

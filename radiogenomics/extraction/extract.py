@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from radiogenomics.errors import InputError
+from radiogenomics.errors import InputError, LimitExceeded
 from radiogenomics.extraction.params import ExtractionParams
 
 DEFAULT_GEOMETRY_TOLERANCE = 1e-5  # mm (origin, spacing) and unitless (direction cosines)
 
 
-class VolumeTooLarge(InputError):
+class VolumeTooLarge(LimitExceeded):
     """The image exceeds the configured voxel limit (a resource limit, not malformed input)."""
 
 

@@ -57,7 +57,7 @@ class SynthConfig(BaseModel):
     out: Path
     hallmark_gmt: Path
     seed: int = Field(42, ge=0)
-    n_train: int = Field(262, ge=20, description="training patients")
+    n_train: int = Field(262, ge=10, description="training patients")
     n_test: int = Field(89, ge=10, description="independent test patients")
     n_genes: int = Field(21766, ge=1)
     n_features: int = Field(len(FEATURE_PANEL), ge=1, le=len(FEATURE_PANEL))

@@ -1,0 +1,60 @@
+"""Mapping core errors to gRPC status codes inside Ray Serve deployments.
+
+A deployment method sets the status on Serve's `grpc_context` and returns an empty response;
+without that, an exception would reach the client as INTERNAL with Ray internals in the text.
+Bad input never crashes a replica: every method runs through `answer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from radiogenomics.errors import InputError, LimitExceeded
+
+log = logging.getLogger("radiogenomics.services")
+T = TypeVar("T")
+
+
+class Precondition(InputError):
+    """The service is not in a state to answer (e.g. no data root configured): FAILED_PRECONDITION."""
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, Precondition):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def answer(context: object, method: str, work: Callable[[str], Awaitable[T]], empty: T) -> T:
+    """Run `work(request_id)`; on error set the gRPC status (one-line details) and return `empty`.
+
+    Unexpected errors become a bare INTERNAL that names the request id, never a stack trace;
+    the replica survives any request.
+    """
+    request_id = new_request_id()
+    try:
+        return await work(request_id)
+    except Exception as exc:  # noqa: BLE001 - the replica must survive any request
+        code = status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("%s failed (request %s)", method, request_id)
+            details = f"internal error in {method}; quote request id {request_id} to support"
+        else:
+            details = " ".join(str(exc).split())
+        if context is not None:
+            context.set_code(code)
+            context.set_details(details)
+        return empty
