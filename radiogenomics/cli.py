@@ -91,7 +91,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not (out / "report.json").exists():
             raise InputError(f"{out}: directory is not empty and holds no earlier demo; pass --out NEW_DIR")
         shutil.rmtree(out)  # an earlier demo's output: replace it
-    result = run_demo(out, _hallmark(args), full=args.full, seed=args.seed, progress=not args.quiet)
+    result = run_demo(out, _hallmark(args), full=args.full, seed=args.seed, progress=not args.quiet, address=args.address)
     print(summary_line(result))
     return 0
 
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="paper-sized cohort (262 + 89 patients, 21,766 genes)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--hallmark-gmt", type=Path, help=f"MSigDB Hallmark GMT (default: ${HALLMARK_ENV} or ../shared/data/gene_sets)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_demo)
     return parser

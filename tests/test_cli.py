@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from radiogenomics.cohort import load_cohort
@@ -115,8 +116,12 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "HALLMARK_HYPOXIA" in report and "issue #" in report
     assert (out / "cohort" / "train" / "images" / "manifest.csv").is_file()
-    # Running again replaces the earlier demo; an unrelated non-empty directory is refused.
-    assert run("demo", "--out", str(out), "--quiet").returncode == 0
+    # Radiomics extracted from the generated CT images through Ray track the planted size program.
+    image_truth = json.loads((out / "report.json").read_text())["image_features_vs_programs"]
+    volume = next(r for r in image_truth if r["feature"] == "original_shape_VoxelVolume")
+    assert volume["rho_latent"] > 0.9 and volume["rho_program"] > 0.5
+    assert len(pd.read_csv(out / "features_train.csv")) == 120
+    # An unrelated non-empty directory is refused (an earlier demo's output would be replaced).
     other = tmp_path / "other"
     other.mkdir()
     (other / "data.txt").write_text("keep")

@@ -74,8 +74,14 @@ def read_cases(manifest: Path) -> list[Case]:
 
 
 def extract_case(case: Case, params: ExtractionParams, max_voxels: int | None = None) -> dict:
-    """Extract one case; returns {"ok": row} or {"error": reason}: never raises for bad input."""
+    """Extract one case; returns {"ok": row} or {"error": reason}: never raises for bad input.
+
+    A task holds one CPU, so ITK runs single-threaded in it (no oversubscription with its neighbours).
+    """
+    import SimpleITK as sitk
+
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     from radiogenomics.extraction.extract import extract_files
 
     try:

@@ -84,8 +84,7 @@ def _mask_labels(mask: sitk.Image) -> np.ndarray:
                 f"mask is not a label map: {fractional.size} voxels have non-integer values (e.g. {float(fractional[0]):.3g}); "
                 "threshold a probability/fractional mask into a binary label image first"
             )
-    labels = np.unique(values)
-    return labels[labels != 0].astype(np.int64)
+    return np.unique(values[values != 0]).astype(np.int64)  # unique over the ROI only: masks are mostly 0
 
 
 def choose_label(mask: sitk.Image, label: int | None, default: int | None = None) -> int:
@@ -134,8 +133,8 @@ def extract_features(
         pyradiomics_version=str(radiomics.__version__),
         params_hash=params.hash,
         params_source=params.source,
-        image_hash=diagnostics.get("diagnostics_Image-original_Hash", sitk.Hash(image)),
-        mask_hash=diagnostics.get("diagnostics_Mask-original_Hash", sitk.Hash(mask)),
+        image_hash=diagnostics.get("diagnostics_Image-original_Hash") or sitk.Hash(image),
+        mask_hash=diagnostics.get("diagnostics_Mask-original_Hash") or sitk.Hash(mask),
         label=chosen,
         voxel_count=int(float(diagnostics.get("diagnostics_Mask-original_VoxelNum", 0))),
         image_size=tuple(int(s) for s in image.GetSize()),

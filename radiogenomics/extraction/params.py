@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from radiogenomics.errors import InputError
 
 logging.getLogger("pykwalify").setLevel(logging.CRITICAL)  # its multi-line reports become our one line
+_extractors = threading.local()
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,17 @@ class ExtractionParams:
         return dict(self.params.get("setting") or {})
 
     def extractor(self) -> Any:
-        """A configured `RadiomicsFeatureExtractor` (pyradiomics validates the parameters here)."""
-        return build_extractor(self.params, self.source)
+        """A configured `RadiomicsFeatureExtractor`, built once per thread and parameter set.
+
+        pyradiomics validates the parameters while building it (~20 ms), which matters when a
+        worker extracts many small cases; one per thread keeps concurrent requests apart.
+        """
+        cache = _extractors.__dict__.setdefault("by_hash", {})
+        if self.hash not in cache:
+            if len(cache) >= 16:
+                cache.clear()
+            cache[self.hash] = build_extractor(self.params, self.source)
+        return cache[self.hash]
 
 
 def _schema_message(exc: Exception) -> str:
