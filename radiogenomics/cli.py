@@ -8,6 +8,7 @@ RADIOGENOMICS_DEBUG=1 to see one). Long work shows a progress bar on stderr; res
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -113,6 +114,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    # The CLI is the composition root: the core library never imports tune/ (Ray Tune) itself.
+    train_module = importlib.import_module("tune.train")
+    options = train_module.TrainOptions(
+        cohort=args.cohort, registry=args.registry, name=args.name, trials=args.trials, folds=args.folds,
+        address=args.address, resume=args.resume, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
+        max_epochs=args.max_epochs, cut_quantile=args.cut_quantile,
+        exclude_targets=[t for t in (args.exclude_targets or "").split(",") if t],
+        compare_targets=args.compare_targets, scheduler=args.scheduler, baselines=not args.no_baselines,
+        progress=not args.quiet,
+    )
+    folder = train_module.train(options)
+    print(folder)  # the artifact path is the last line of standard output
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from radiogenomics.holdout import evaluate_on_test
+
+    result = evaluate_on_test(args.model, args.cohort, args.out, n_boot=args.bootstrap, seed=args.seed)
+    hist = {k: v["auc"] for k, v in result.metrics.items() if k.startswith("histology:")}
+    radiomic = [v["auc"] for k, v in result.metrics.items() if not k.startswith("histology:") and v["auc"] is not None]
+    print(json.dumps({"metrics": str(result.metrics_path), "report": str(result.report_path),
+                      "plots": [str(p) for p in result.plots], "histology_auc": hist,
+                      "radiomic_auc_mean": (sum(radiomic) / len(radiomic)) if radiomic else None}))
+    return 0
+
+
 def _not_built(issue: int, what: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotBuiltYet(f"'{args.verb}' ({what}) is not built yet; it is tracked in issue #{issue}")
@@ -160,21 +189,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_extract)
 
-    p = verbs.add_parser("train", help="train and select the network with Ray Tune; export the model")
+    p = verbs.add_parser("train", help="train and select the network with Ray Tune; export the model",
+                         description="Ray Tune (Optuna search, ASHA) over network configurations, each cross-validated on "
+                                     "the same stratified folds with early stopping on an inner split; baselines on the "
+                                     "same folds; the best configuration is refitted on the whole cohort and exported to "
+                                     "<registry>/<name>/<version>/. The artifact path is the last line of stdout.")
     p.add_argument("cohort", type=Path, help="training cohort directory")
     p.add_argument("--registry", type=Path, required=True, help="model registry directory")
     p.add_argument("--name", required=True, help="model name")
-    p.add_argument("--trials", type=_positive_int, default=8, help="Tune trials")
-    p.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
-    p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
-    p.add_argument("--resume", action="store_true", help="resume an interrupted run")
-    p.set_defaults(run=_not_built(4, "training and model selection"))
+    p.add_argument("--trials", type=_positive_int, default=12, help="Tune trials (default 12)")
+    p.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
+    p.add_argument("--resume", action="store_true", help="resume an interrupted search of this --name")
+    p.add_argument("--seed", type=int, default=425, help="seed of folds, search and training (default 425)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per Tune trial (default 1)")
+    p.add_argument("--max-epochs", type=_positive_int, default=80, help="epoch cap per fit (default 80)")
+    p.add_argument("--cut-quantile", type=float, default=0.5, help="radiomic features are cut at this training quantile (default 0.5, the median)")
+    p.add_argument("--exclude-targets", help="comma-separated radiomic features not to predict")
+    p.add_argument("--compare-targets", type=int, default=4, help="radiomic targets in the per-target design comparison (0: skip)")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="trial scheduler (default asha)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baseline classifiers")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_train)
 
-    p = verbs.add_parser("evaluate", help="evaluate a model on an independent test cohort")
-    p.add_argument("model", type=Path, help="model artifact directory")
+    p = verbs.add_parser("evaluate", help="evaluate a model on an independent test cohort",
+                         description="Per-target AUC with patient-level bootstrap 95 %% CIs (histology one-vs-rest per "
+                                     "class), for the network and its stored baselines; writes metrics.json, a markdown "
+                                     "report and ROC plots beside it, and records the metrics in model.json.")
+    p.add_argument("model", type=Path, help="model artifact directory (<registry>/<name>/<version>)")
     p.add_argument("cohort", type=Path, help="test cohort directory")
-    p.add_argument("--out", type=Path, required=True, help="metrics JSON")
-    p.set_defaults(run=_not_built(4, "test-cohort evaluation"))
+    p.add_argument("--out", type=Path, required=True, help="metrics JSON (every key a target)")
+    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(run=_cmd_evaluate)
 
     p = verbs.add_parser("mask", help="gene masking: which gene sets alone still predict each output")
     p.add_argument("model", type=Path, help="model artifact directory")

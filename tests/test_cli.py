@@ -44,8 +44,6 @@ def test_every_verb_has_help(verb: str) -> None:
 @pytest.mark.parametrize(
     ("args", "issue"),
     [
-        (["train", "cohort", "--registry", "r", "--name", "n"], 4),
-        (["evaluate", "model", "cohort", "--out", "m.json"], 4),
         (["mask", "model", "cohort", "--out", "r.csv"], 6),
         (["serve", "model"], 5),
     ],

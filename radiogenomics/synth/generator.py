@@ -224,7 +224,7 @@ def build_world(config: SynthConfig, model: ExpressionModel = ExpressionModel())
     features = select_panel(config.n_features)
     groups = {f: feature_group(f) for f in features}
     feature_loading = np.array([
-        0.0 if groups[f] is None else (1.0 if rng.random() < 0.8 else -1.0) * rng.uniform(0.7, 0.95) for f in features
+        0.0 if groups[f] is None else (1.0 if rng.random() < 0.8 else -1.0) * rng.uniform(0.8, 0.97) for f in features
     ])
     transforms = [_feature_transform(f, rng) for f in features]
     intercepts, group_scale = _calibrate(np.random.default_rng(20210531))

@@ -1,6 +1,6 @@
 """The planted biology of the synthetic cohort: which gene programs drive which outputs, and how.
 
-Each program is a gene set whose *responsive* genes (a random 60 % of the set) load on one latent
+Each program is a gene set whose *responsive* genes (a random 75 % of the set) load on one latent
 activity per patient, a_k ~ N(0, 1). Outputs depend on the activities only:
 
   histology  multinomial logit, ADC the reference class:
@@ -9,10 +9,11 @@ activity per patient, a_k ~ N(0, 1). Outputs depend on the activities only:
   size       u = 1.0 * a[HALLMARK_E2F_TARGETS] + noise                               (linear)
   shape irregularity
              u = 1.8 * [a[HALLMARK_EPITHELIAL_MESENCHYMAL_TRANSITION] > 0.5] + noise   (threshold)
-  intensity  u = 0.9 * a[HALLMARK_INTERFERON_GAMMA_RESPONSE] + noise                  (linear)
+  intensity  u = 1.0 * a[HALLMARK_INTERFERON_GAMMA_RESPONSE] + noise                  (linear)
   heterogeneity
-             u = 0.5 * a[TNFA] + 0.5 * a[PI3K_AKT] + 0.9 * a[TNFA] * a[PI3K_AKT] + noise (interaction)
+             u = 0.6 * a[TNFA] + 0.6 * a[PI3K_AKT] + 0.9 * a[TNFA] * a[PI3K_AKT] + noise (interaction)
   coarseness u = 1.0 * a[HALLMARK_ANGIOGENESIS] + noise                              (linear)
+(noise ~ N(0, 0.4^2) for every feature group).
 
 Each radiomic feature belongs to one group (or is pure noise) and correlates with its group's u.
 Every gene outside the responsive genes is noise: it belongs to a background co-expression module
@@ -73,14 +74,14 @@ PROGRAMS: tuple[str, ...] = (
 EFFECTS: tuple[Effect, ...] = (
     Effect("histology:SCC", ("HALLMARK_HYPOXIA",), "linear", (2.2,)),
     Effect("histology:Other", (OTHER_SIGNATURE,), "linear", (2.0,)),
-    Effect("size", ("HALLMARK_E2F_TARGETS",), "linear", (1.0,), noise_sd=0.7),
-    Effect("irregularity", ("HALLMARK_EPITHELIAL_MESENCHYMAL_TRANSITION",), "threshold", (1.8,), threshold=0.5, noise_sd=0.6),
-    Effect("intensity", ("HALLMARK_INTERFERON_GAMMA_RESPONSE",), "linear", (0.9,), noise_sd=0.7),
+    Effect("size", ("HALLMARK_E2F_TARGETS",), "linear", (1.0,), noise_sd=0.4),
+    Effect("irregularity", ("HALLMARK_EPITHELIAL_MESENCHYMAL_TRANSITION",), "threshold", (1.8,), threshold=0.5, noise_sd=0.4),
+    Effect("intensity", ("HALLMARK_INTERFERON_GAMMA_RESPONSE",), "linear", (1.0,), noise_sd=0.4),
     Effect(
         "heterogeneity", ("HALLMARK_TNFA_SIGNALING_VIA_NFKB", "HALLMARK_PI3K_AKT_MTOR_SIGNALING"),
-        "interaction", (0.5, 0.5, 0.9), noise_sd=0.6,
+        "interaction", (0.6, 0.6, 0.9), noise_sd=0.4,
     ),
-    Effect("coarseness", ("HALLMARK_ANGIOGENESIS",), "linear", (1.0,), noise_sd=0.7),
+    Effect("coarseness", ("HALLMARK_ANGIOGENESIS",), "linear", (1.0,), noise_sd=0.4),
 )
 
 FEATURE_GROUPS = ("size", "irregularity", "intensity", "heterogeneity", "coarseness")
@@ -120,8 +121,8 @@ def feature_group(name: str) -> str | None:
 class ExpressionModel:
     """Knobs of the expression model (documented in truth.json)."""
 
-    responsive_fraction: float = 0.6
-    loading_range: tuple[float, float] = (0.45, 0.85)
+    responsive_fraction: float = 0.75
+    loading_range: tuple[float, float] = (0.55, 0.9)
     positive_loading_prob: float = 0.85
     module_fraction: float = 0.6  # share of background genes in co-expression modules
     module_size_range: tuple[int, int] = (10, 150)

@@ -1,0 +1,1 @@
+"""Training and honest model selection: targets, the network, cross-validation, baselines, export."""

@@ -1,0 +1,242 @@
+"""The deep feed-forward network (PyTorch) and its training loop.
+
+Architecture (the authors' design): dropout on the input, then 1-5 blocks of
+Linear -> BatchNorm -> activation -> Dropout, then the output layer. Two designs:
+  shared      one trunk, a histology head (softmax over the classes) and one logit per radiomic
+              feature (each a binary class);
+  per_target  one independent network per target, as the authors trained them.
+Loss: class-balanced cross-entropy for histology (weights = inverse class frequency) and
+class-balanced binary cross-entropy per feature (pos_weight = negatives / positives), the two
+families weighted equally. Early stopping watches the mean AUC of a validation split that the
+caller provides (never the data being scored); with no validation split the network trains for a
+fixed number of epochs (the refit on the whole training cohort).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from radiogenomics.training.targets import Labels, Predictions, TargetSpec, summary_auc, target_aucs
+
+Activation = Literal["relu", "tanh", "elu", "sigmoid"]
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "sigmoid": nn.Sigmoid}
+
+
+class NetConfig(BaseModel):
+    """Hyperparameters of one network configuration (a point of the search space)."""
+
+    model_config = ConfigDict(frozen=True)
+    widths: tuple[int, ...] = Field((64,), min_length=1, max_length=5)
+    activation: Activation = "relu"
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    input_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    batch_size: int = Field(32, ge=2)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(12, ge=1)
+    design: Literal["shared", "per_target"] = "shared"
+
+
+class Trunk(nn.Module):
+    """Input dropout, then Linear -> BatchNorm -> activation -> Dropout blocks."""
+
+    def __init__(self, n_inputs: int, config: NetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(config.input_dropout)]
+        width_in = n_inputs
+        for width in config.widths:
+            layers += [nn.Linear(width_in, width), nn.BatchNorm1d(width), _ACTIVATIONS[config.activation](),
+                       nn.Dropout(config.dropout)]
+            width_in = width
+        self.layers = nn.Sequential(*layers)
+        self.width = width_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SharedNet(nn.Module):
+    """One trunk with a histology head and one logit per radiomic feature."""
+
+    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig) -> None:
+        super().__init__()
+        self.trunk = Trunk(n_inputs, config)
+        self.histology = nn.Linear(self.trunk.width, n_classes) if n_classes else None
+        self.features = nn.Linear(self.trunk.width, n_features) if n_features else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        h = self.trunk(x)
+        return (None if self.histology is None else self.histology(h),
+                None if self.features is None else self.features(h))
+
+
+class PerTargetNet(nn.Module):
+    """One independent network per target (histology, then each feature), evaluated side by side."""
+
+    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig) -> None:
+        super().__init__()
+        self.histology = SharedNet(n_inputs, n_classes, 0, config) if n_classes else None
+        self.features = nn.ModuleList(SharedNet(n_inputs, 0, 1, config) for _ in range(n_features))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        hist = None if self.histology is None else self.histology(x)[0]
+        feats = torch.cat([net(x)[1] for net in self.features], dim=1) if len(self.features) else None
+        return hist, feats
+
+    def members(self) -> list[nn.Module]:
+        return ([self.histology] if self.histology is not None else []) + list(self.features)
+
+
+def build_network(n_inputs: int, spec: TargetSpec, config: NetConfig) -> nn.Module:
+    cls = SharedNet if config.design == "shared" else PerTargetNet
+    return cls(n_inputs, len(spec.histology_classes) if spec.has_histology else 0, len(spec.features), config)
+
+
+def _optimizer(model: nn.Module, config: NetConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay, nesterov=True)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+@dataclass
+class BalancedLoss:
+    """Class-balanced losses, histology and features weighted equally."""
+
+    class_weights: torch.Tensor | None
+    pos_weight: torch.Tensor | None
+
+    @classmethod
+    def fit(cls, spec: TargetSpec, labels: Labels) -> BalancedLoss:
+        class_weights = pos_weight = None
+        if labels.histology is not None:
+            counts = np.bincount(labels.histology, minlength=len(spec.histology_classes)).astype(np.float64)
+            class_weights = torch.tensor(len(labels.histology) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+        if labels.features.shape[1]:
+            pos = labels.features.sum(axis=0)
+            pos_weight = torch.tensor((len(labels.features) - pos) / np.maximum(pos, 1), dtype=torch.float32)
+        return cls(class_weights, pos_weight)
+
+    def per_output(self, hist_logits, feat_logits, y_hist, y_feat) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Histology loss (scalar) and the per-feature losses (F,)."""
+        hist = feat = None
+        if hist_logits is not None:
+            hist = nn.functional.cross_entropy(hist_logits, y_hist, weight=self.class_weights)
+        if feat_logits is not None:
+            feat = nn.functional.binary_cross_entropy_with_logits(
+                feat_logits, y_feat, pos_weight=self.pos_weight, reduction="none").mean(dim=0)
+        return hist, feat
+
+    def __call__(self, hist_logits, feat_logits, y_hist, y_feat, per_target: bool = False) -> torch.Tensor:
+        hist, feat = self.per_output(hist_logits, feat_logits, y_hist, y_feat)
+        if per_target:  # independent networks: each minimises its own loss
+            return (hist if hist is not None else 0) + (feat.sum() if feat is not None else 0)
+        parts = [p for p in (hist, None if feat is None else feat.mean()) if p is not None]
+        return sum(parts) / len(parts)
+
+
+def predict(model: nn.Module, x: np.ndarray, batch: int = 1024) -> Predictions:
+    """Probabilities for z-scored inputs (eval mode: no dropout, BatchNorm running statistics)."""
+    model.eval()
+    hists, feats = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            h, f = model(torch.from_numpy(np.ascontiguousarray(x[start: start + batch])))
+            if h is not None:
+                hists.append(torch.softmax(h, dim=1).numpy())
+            if f is not None:
+                feats.append(torch.sigmoid(f).numpy())
+    return Predictions(
+        histology=np.concatenate(hists) if hists else None,
+        features=np.concatenate(feats) if feats else np.zeros((len(x), 0), dtype=np.float32),
+    )
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    best_epoch: int  # epochs trained for the returned weights
+    history: list[float] = field(default_factory=list)  # validation score per epoch (if any)
+
+
+def _member_score(spec: TargetSpec, labels: Labels, preds: Predictions, member: int) -> float:
+    """Validation AUC of one per-target network (member 0 = histology when present)."""
+    aucs = target_aucs(spec, labels, preds)
+    if spec.has_histology and member == 0:
+        return float(np.nanmean([aucs[n] for n in spec.names[: len(spec.histology_classes)]]))
+    feature = spec.features[member - (1 if spec.has_histology else 0)]
+    return aucs[feature]
+
+
+def train_network(
+    x_train: np.ndarray,
+    y_train: Labels,
+    spec: TargetSpec,
+    config: NetConfig,
+    *,
+    seed: int = 0,
+    x_val: np.ndarray | None = None,
+    y_val: Labels | None = None,
+    epochs: int | None = None,
+) -> FitResult:
+    """Train on z-scored inputs; early stopping on (x_val, y_val) if given, else `epochs` epochs."""
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    model = build_network(x_train.shape[1], spec, config)
+    optimizer = _optimizer(model, config)
+    loss_fn = BalancedLoss.fit(spec, y_train)
+    x_t = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
+    y_hist = None if y_train.histology is None else torch.from_numpy(y_train.histology)
+    y_feat = torch.from_numpy(y_train.features)
+    n = len(x_train)
+    max_epochs = epochs if epochs is not None else config.max_epochs
+    per_target = isinstance(model, PerTargetNet)
+    members = model.members() if per_target else [model]
+    best_scores = [-math.inf] * len(members)
+    best_states = [copy.deepcopy(m.state_dict()) for m in members]
+    best_epochs = [max_epochs] * len(members)
+    since_best = [0] * len(members)
+    history: list[float] = []
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        order = generator.permutation(n)
+        for start in range(0, n, config.batch_size):
+            idx = order[start: start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            idx_t = torch.from_numpy(idx)
+            optimizer.zero_grad()
+            hist_logits, feat_logits = model(x_t[idx_t])
+            loss = loss_fn(hist_logits, feat_logits, None if y_hist is None else y_hist[idx_t], y_feat[idx_t], per_target)
+            loss.backward()
+            optimizer.step()
+        if x_val is None:
+            continue
+        preds = predict(model, x_val)
+        history.append(summary_auc(spec, target_aucs(spec, y_val, preds)))
+        for k, member in enumerate(members):
+            score = _member_score(spec, y_val, preds, k) if per_target else history[-1]
+            score = -math.inf if np.isnan(score) else score
+            if score > best_scores[k] + 1e-4:
+                best_scores[k], best_epochs[k], since_best[k] = score, epoch, 0
+                best_states[k] = copy.deepcopy(member.state_dict())
+            else:
+                since_best[k] += 1
+        if all(s >= config.patience for s in since_best):
+            break
+    if x_val is not None:
+        for member, state in zip(members, best_states):
+            member.load_state_dict(state)
+    best = int(np.median(best_epochs)) if x_val is not None else max_epochs
+    model.eval()
+    return FitResult(model=model, best_epoch=best, history=history)

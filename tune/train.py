@@ -1,0 +1,219 @@
+"""`radiogenomics train`: search with Ray Tune, select honestly, compare, refit and export.
+
+1. Ray Tune samples configurations with Optuna; each trial cross-validates one configuration over
+   the same stratified folds, reporting after every fold so ASHA can stop poor ones early.
+2. Only trials that finished every fold compete; the best mean CV score wins.
+3. The baselines are cross-validated on the same folds and targets; the per-target design is
+   compared with the shared trunk on a subset of targets, same folds, same configuration.
+4. The winner is refitted on the whole training cohort for the median best epoch of its folds
+   and exported to the registry with its CV metrics, the fitted baselines and a report.
+The search state lives under `<registry>/.tune/<name>`; `--resume` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from radiogenomics.cohort import load_cohort
+from radiogenomics.errors import InputError
+from radiogenomics.raycluster import ray_session
+from radiogenomics.registry import export_model, json_safe
+from radiogenomics.training.selection import cross_validate, mean_aucs, refit, set_threads
+from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
+from tune.space import search_space, to_config
+
+
+@dataclass
+class TrainOptions:
+    cohort: Path
+    registry: Path
+    name: str
+    trials: int = 12
+    folds: int = 5
+    address: str | None = None
+    resume: bool = False
+    seed: int = 425
+    cpus_per_trial: float = 1.0
+    max_epochs: int = 80
+    cut_quantile: float = 0.5
+    exclude_targets: list[str] = field(default_factory=list)
+    compare_targets: int = 4  # radiomic targets (plus histology) in the per-target design comparison
+    scheduler: str = "asha"  # or "fifo" (no early stopping of trials; for the benchmark)
+    baselines: bool = True
+    progress: bool = True
+
+
+def storage_dir(options: TrainOptions) -> Path:
+    return (Path(options.registry) / ".tune").resolve()
+
+
+class _TrialProgress:
+    """A tqdm bar over finished trials (Tune's own table is switched off)."""
+
+    def __new__(cls, total: int, enabled: bool):  # noqa: D102 - built lazily to keep ray.tune out of imports
+        from ray.tune import Callback
+
+        class Progress(Callback):
+            def __init__(self) -> None:
+                self.bar = tqdm(total=total, desc="tune trials", unit="trial", disable=not enabled)
+
+            def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+                self.bar.update()
+
+            def on_trial_error(self, iteration, trials, trial, **info) -> None:
+                self.bar.update()
+
+            def on_experiment_end(self, trials, **info) -> None:
+                self.bar.close()
+
+        return Progress()
+
+
+def _tuner(options: TrainOptions, cohort, folds, features):
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tune.trainable import cv_trainable
+
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(cv_trainable, cohort=cohort, folds=folds, seed=options.seed,
+                                 cut_quantile=options.cut_quantile, features=features, cpus=options.cpus_per_trial),
+        {"cpu": options.cpus_per_trial},
+    )
+    path = storage_dir(options) / options.name
+    if options.resume:
+        if not ray_tune.Tuner.can_restore(str(path)):
+            raise InputError(f"--resume: no interrupted search for {options.name!r} under {path.parent}; run without --resume")
+        return ray_tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    if path.exists():
+        raise InputError(f"a search for {options.name!r} already exists at {path}; pass --resume to continue it, or remove it")
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=len(folds), grace_period=1, reduction_factor=2)
+                 if options.scheduler == "asha" else FIFOScheduler())
+    return ray_tune.Tuner(
+        trainable,
+        param_space=search_space(options.max_epochs),
+        tune_config=ray_tune.TuneConfig(metric="cv_auc", mode="max", num_samples=options.trials, scheduler=scheduler,
+                                        search_alg=OptunaSearch(seed=options.seed)),
+        run_config=ray_tune.RunConfig(name=options.name, storage_path=str(storage_dir(options)), verbose=0,
+                                      callbacks=[_TrialProgress(options.trials, options.progress)]),
+    )
+
+
+def _select(results, n_folds: int) -> tuple[dict[str, Any], dict[str, float], int, pd.DataFrame]:
+    """The best trial among those that finished every fold: params, per-target CV AUCs, epochs, trial table."""
+    table = results.get_dataframe()
+    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == n_folds and r.error is None]
+    if not complete:
+        raise InputError("no trial finished every fold; raise --trials or check the trials' errors under the storage path")
+    best = max(complete, key=lambda r: r.metrics["cv_auc"])
+    history = best.metrics_dataframe
+    auc_cols = [c for c in history.columns if c.startswith("fold_aucs/")]
+    per_target = {c.removeprefix("fold_aucs/"): float(np.nanmean(history[c].to_numpy(dtype=float))) for c in auc_cols}
+    return dict(best.config), per_target, int(best.metrics["best_epoch"]), table
+
+
+def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
+    """Per-target networks vs the shared trunk on histology + a seeded sample of radiomic targets."""
+    rng = np.random.default_rng(options.seed)
+    features = list(spec.features)
+    subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
+    per_target = config.model_copy(update={"design": "per_target"})
+    results = list(cross_validate(cohort, folds, per_target, seed=options.seed, cut_quantile=options.cut_quantile,
+                                  features=subset))
+    separate = mean_aucs(results)
+    rows = [{"target": t, "shared_trunk": shared_aucs.get(t, np.nan), "per_target": separate[t]} for t in separate]
+    return pd.DataFrame(rows)
+
+
+def _report(name: str, cv: dict, design: pd.DataFrame | None, baseline_table: pd.DataFrame | None) -> str:
+    lines = [f"# Training report: {name}", "", "## Selection", "",
+             f"- trials: {cv['trials']} ({cv['trials_complete']} finished every fold; scheduler {cv['scheduler']})",
+             f"- folds: {cv['folds']} (stratified, seed {cv['seed']}); early stopping on an inner 20 % split of each training fold",
+             f"- best configuration: `{json.dumps(cv['best_params'], default=str)}`",
+             f"- mean CV score (histology macro AUC and each radiomic AUC, averaged): {cv['cv_auc']:.3f}",
+             f"- refit on all {cv['n_samples']} training samples for {cv['refit_epochs']} epochs", ""]
+    if baseline_table is not None:
+        lines += ["## Network vs baselines (mean CV AUC, same folds and targets)", "", baseline_table.to_markdown(index=False, floatfmt=".3f"), ""]
+    if design is not None and len(design):
+        lines += ["## Shared trunk vs one network per target (CV AUC, same folds, same configuration)", "",
+                  design.to_markdown(index=False, floatfmt=".3f"), "",
+                  f"Mean: shared {design['shared_trunk'].mean():.3f}, per target {design['per_target'].mean():.3f}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _family_table(spec: TargetSpec, by_model: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Mean CV AUC per target family and overall, and wins per model (the paper's comparison)."""
+    names = spec.names
+    hist = [n for n in names if n.startswith(HISTOLOGY_PREFIX)]
+    best = {n: max((m for m in by_model), key=lambda m: -np.inf if np.isnan(by_model[m].get(n, np.nan)) else by_model[m][n]) for n in names}
+    rows = []
+    for model, aucs in by_model.items():
+        rows.append({
+            "model": model,
+            "histology (mean of classes)": np.nanmean([aucs.get(n, np.nan) for n in hist]) if hist else np.nan,
+            "radiomic (mean)": np.nanmean([aucs.get(f, np.nan) for f in spec.features]) if spec.features else np.nan,
+            "overall": summary_auc(spec, {n: aucs.get(n, np.nan) for n in names}),
+            "targets won": sum(best[n] == model for n in names),
+        })
+    return pd.DataFrame(rows)
+
+
+def train(options: TrainOptions) -> Path:
+    """Run the whole training job and return the exported artifact folder."""
+    cohort = load_cohort(options.cohort, require_radiomics=False)  # histology alone is a valid task
+    unknown = [t for t in options.exclude_targets if t not in cohort.feature_names]
+    if unknown:
+        raise InputError(f"--exclude-targets: {', '.join(unknown[:5])} not in radiomics.csv")
+    features = [f for f in cohort.feature_names if f not in set(options.exclude_targets)]
+    spec = TargetSpec.fit(cohort, features=features, cut_quantile=options.cut_quantile)  # fails early on bad targets
+    folds = stratified_folds(cohort, options.folds, options.seed)
+    with ray_session(options.address):
+        results = _tuner(options, cohort, folds, features).fit()
+    params, per_target, epochs, trials = _select(results, len(folds))
+    config = to_config(params)
+    set_threads(2)
+    by_model = {"network": per_target}
+    fitted_baselines = baseline_cv = None
+    if options.baselines:
+        from radiogenomics.training.baselines import cross_validate_baselines, fit_baselines
+
+        baseline_cv = cross_validate_baselines(cohort, folds, features=features, cut_quantile=options.cut_quantile,
+                                               seed=options.seed, progress=options.progress)
+        by_model.update(baseline_cv.per_target_auc)
+        fitted_baselines = fit_baselines(cohort, baseline_cv, seed=options.seed)
+    design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
+    final = refit(cohort, config, epochs, seed=options.seed, cut_quantile=options.cut_quantile, features=features)
+    complete = int((trials.get("folds_done", pd.Series(dtype=float)) == len(folds)).sum())
+    cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": params,
+          "trials": len(trials), "trials_complete": complete, "scheduler": options.scheduler, "folds": len(folds),
+          "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": epochs}
+    family = _family_table(spec, by_model)
+    if baseline_cv is not None:
+        cv["baselines"] = {m: {"params": baseline_cv.params[m], "per_target": a} for m, a in baseline_cv.per_target_auc.items()}
+    cv["comparison"] = family.to_dict(orient="records")
+    if design is not None:
+        cv["design_comparison"] = design.to_dict(orient="records")
+    extra = {
+        "cv_trials.csv": lambda p: trials.to_csv(p, index=False),
+        "training_report.md": lambda p: p.write_text(_report(options.name, cv, design, family)),
+    }
+    if fitted_baselines is not None:
+        extra["baselines.joblib"] = fitted_baselines.save
+    folder = export_model(
+        options.registry, options.name, net=final.result.model, config=config, spec=final.spec, scaler=final.scaler,
+        genes=list(cohort.genes), cv_metrics=json_safe(cv),
+        training={"cohort": str(Path(options.cohort).resolve()), "data_hash": cohort.content_hash(),
+                  "n_samples": cohort.n_samples, "seed": options.seed, "epochs": epochs},
+        extra_files=extra,
+    )
+    shutil.move(str(storage_dir(options) / options.name), str(folder / "tune"))  # the finished search, kept with its model
+    return folder
