@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=_positive_int, default=80, help="epoch cap per fit (default 80)")
     p.add_argument("--cut-quantile", type=float, default=0.5, help="radiomic features are cut at this training quantile (default 0.5, the median)")
     p.add_argument("--exclude-targets", help="comma-separated radiomic features not to predict")
-    p.add_argument("--compare-targets", type=int, default=4, help="radiomic targets in the per-target design comparison (0: skip)")
+    p.add_argument("--compare-targets", type=int, default=2, help="radiomic targets in the per-target design comparison (0: skip)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="trial scheduler (default asha)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baseline classifiers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -26,7 +26,7 @@ from radiogenomics.cohort import load_cohort
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import export_model, json_safe
-from radiogenomics.training.selection import cross_validate, mean_aucs, refit, set_threads
+from radiogenomics.training.selection import fit_fold, mean_aucs, refit, set_threads
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
 from tune.space import search_space, to_config
 
@@ -45,7 +45,7 @@ class TrainOptions:
     max_epochs: int = 80
     cut_quantile: float = 0.5
     exclude_targets: list[str] = field(default_factory=list)
-    compare_targets: int = 4  # radiomic targets (plus histology) in the per-target design comparison
+    compare_targets: int = 2  # radiomic targets (plus histology) in the per-target design comparison
     scheduler: str = "asha"  # or "fifo" (no early stopping of trials; for the benchmark)
     baselines: bool = True
     progress: bool = True
@@ -122,13 +122,25 @@ def _select(results, n_folds: int) -> tuple[dict[str, Any], dict[str, float], in
 
 
 def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
-    """Per-target networks vs the shared trunk on histology + a seeded sample of radiomic targets."""
+    """Per-target networks vs the shared trunk on histology + a seeded sample of radiomic targets.
+
+    One network per target costs one shared-trunk fit per target, so only a sample of targets is
+    compared; the folds run as parallel Ray tasks.
+    """
     rng = np.random.default_rng(options.seed)
     features = list(spec.features)
     subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
     per_target = config.model_copy(update={"design": "per_target"})
-    results = list(cross_validate(cohort, folds, per_target, seed=options.seed, cut_quantile=options.cut_quantile,
-                                  features=subset))
+    import ray
+
+    def one_fold(k: int, cohort_ref, train_rows, val_rows):
+        set_threads(1)
+        return fit_fold(cohort_ref, train_rows, val_rows, per_target, fold=k, seed=options.seed,
+                        cut_quantile=options.cut_quantile, features=subset)
+
+    task = ray.remote(num_cpus=1)(one_fold)
+    cohort_ref = ray.put(cohort)
+    results = ray.get([task.remote(k, cohort_ref, tr, va) for k, (tr, va) in enumerate(folds)])
     separate = mean_aucs(results)
     rows = [{"target": t, "shared_trunk": shared_aucs.get(t, np.nan), "per_target": separate[t]} for t in separate]
     return pd.DataFrame(rows)
@@ -178,8 +190,9 @@ def train(options: TrainOptions) -> Path:
     folds = stratified_folds(cohort, options.folds, options.seed)
     with ray_session(options.address):
         results = _tuner(options, cohort, folds, features).fit()
-    params, per_target, epochs, trials = _select(results, len(folds))
-    config = to_config(params)
+        params, per_target, epochs, trials = _select(results, len(folds))
+        config = to_config(params)
+        design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
     set_threads(2)
     by_model = {"network": per_target}
     fitted_baselines = baseline_cv = None
@@ -187,10 +200,9 @@ def train(options: TrainOptions) -> Path:
         from radiogenomics.training.baselines import cross_validate_baselines, fit_baselines
 
         baseline_cv = cross_validate_baselines(cohort, folds, features=features, cut_quantile=options.cut_quantile,
-                                               seed=options.seed, progress=options.progress)
-        by_model.update(baseline_cv.per_target_auc)
-        fitted_baselines = fit_baselines(cohort, baseline_cv, seed=options.seed)
-    design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
+                                               seed=options.seed, n_jobs=2, progress=options.progress)
+        by_model.update(baseline_cv.target_auc)
+        fitted_baselines = fit_baselines(cohort, baseline_cv, n_jobs=2)
     final = refit(cohort, config, epochs, seed=options.seed, cut_quantile=options.cut_quantile, features=features)
     complete = int((trials.get("folds_done", pd.Series(dtype=float)) == len(folds)).sum())
     cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": params,
@@ -198,7 +210,8 @@ def train(options: TrainOptions) -> Path:
           "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": epochs}
     family = _family_table(spec, by_model)
     if baseline_cv is not None:
-        cv["baselines"] = {m: {"params": baseline_cv.params[m], "per_target": a} for m, a in baseline_cv.per_target_auc.items()}
+        cv["baselines"] = {m: {"params": baseline_cv.chosen[m], "cv_auc": baseline_cv.cv_auc[m], "per_target": a}
+                           for m, a in baseline_cv.target_auc.items()}
     cv["comparison"] = family.to_dict(orient="records")
     if design is not None:
         cv["design_comparison"] = design.to_dict(orient="records")

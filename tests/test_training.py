@@ -1,0 +1,216 @@
+"""Training with Ray Tune on a real local Ray, the registry, and the test-cohort evaluation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radiogenomics.cohort import load_cohort, write_expression
+from radiogenomics.errors import InputError
+from radiogenomics.holdout import evaluate_on_test
+from radiogenomics.registry import ModelError, load_model, resolve
+from radiogenomics.synth import SynthConfig, generate
+from radiogenomics.training.targets import TargetSpec, stratified_folds
+from tune.train import TrainOptions, train
+
+CLI = str(Path(sys.executable).parent / "radiogenomics")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> Path:
+    out = tmp_path_factory.mktemp("train") / "cohort"
+    generate(SynthConfig(out=out, hallmark_gmt=hallmark_gmt, n_train=90, n_test=80, n_genes=2000, n_features=8), progress=False)
+    return out
+
+
+def _options(cohort: Path, registry: Path, name: str, **kw) -> TrainOptions:
+    defaults = dict(trials=4, folds=3, max_epochs=25, compare_targets=2, progress=False)
+    return TrainOptions(cohort=cohort, registry=registry, name=name, **{**defaults, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    registry = tmp_path_factory.mktemp("registry")
+    return train(_options(small / "train", registry, "nsclc"))
+
+
+def test_artifact_and_model_card(trained: Path, small: Path) -> None:
+    card = json.loads((trained / "model.json").read_text())
+    cohort = load_cohort(small / "train")
+    assert trained.name == "1" and card["name"] == "nsclc" and card["version"] == "1"
+    assert card["genes"] == list(cohort.genes)
+    assert len(card["normalisation"]["mean"]) == len(card["genes"]) == len(card["normalisation"]["sd"])
+    assert card["targets"]["histology_classes"] == ["ADC", "Other", "SCC"]
+    spec = TargetSpec.fit(cohort)
+    assert card["targets"]["cut_points"] == pytest.approx(list(spec.cut_points))  # training medians
+    assert set(card["hyperparameters"]) >= {"widths", "activation", "dropout", "optimizer", "lr", "weight_decay", "batch_size"}
+    cv = card["cv_metrics"]
+    assert set(cv["per_target"]) == set(spec.names) and 0.5 < cv["cv_auc"] <= 1
+    assert cv["trials_complete"] >= 1 and cv["folds"] == 3
+    assert card["training"]["data_hash"] == cohort.content_hash() and card["code_version"].startswith("0.1.0")
+    assert {"logistic_l1", "logistic_l2", "random_forest", "gradient_boosting", "svm"} <= set(cv["baselines"])
+    models = {row["model"] for row in cv["comparison"]}
+    assert "network" in models and len(models) == 6
+    assert {row["target"] for row in cv["design_comparison"]} >= {"histology:ADC", "histology:SCC"}
+    assert (trained / "training_report.md").read_text().count("|") > 20
+    assert (trained / "tune").is_dir() and (trained / "baselines.joblib").is_file()
+    assert resolve(trained.parents[1], "nsclc") == trained
+
+
+def test_loaded_model_reproduces_the_refit(trained: Path, small: Path) -> None:
+    model = load_model(trained)
+    cohort = load_cohort(small / "test")
+    a = model.predict(model.align(cohort))
+    b = load_model(trained).predict(model.align(cohort))
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_allclose(a.histology.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_evaluate_on_the_independent_test_cohort(trained: Path, small: Path, tmp_path: Path) -> None:
+    result = evaluate_on_test(trained, small / "test", tmp_path / "metrics.json", n_boot=300)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    spec = load_model(trained).spec
+    assert list(metrics) == spec.names
+    for value in metrics.values():
+        assert {"auc", "ci_low", "ci_high"} <= set(value)
+        assert value["ci_low"] <= value["auc"] <= value["ci_high"]
+    assert metrics["histology:SCC"]["auc"] > 0.7  # HALLMARK_HYPOXIA drives squamous histology
+    assert (tmp_path / "metrics_baselines.json").is_file() and (tmp_path / "metrics.md").is_file()
+    assert all(p.stat().st_size > 1000 for p in result.plots)
+    card = json.loads((trained / "model.json").read_text())
+    assert card["test_metrics"]["network"]["histology:SCC"]["auc"] == pytest.approx(metrics["histology:SCC"]["auc"])
+    load_model(trained)  # the updated card still loads
+
+
+def test_label_shuffled_control_scores_chance(ray_local, small: Path, tmp_path: Path) -> None:
+    """Leakage control: train on labels shuffled across patients; the test AUC must be chance."""
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    cohort = load_cohort(small / "train")
+    order = np.random.default_rng(7).permutation(cohort.n_samples)
+    write_expression(shuffled / "expression.parquet", cohort.sample_ids, cohort.genes, cohort.expression)
+    for table in ("radiomics", "clinical"):
+        frame = getattr(cohort, table).iloc[order]
+        frame.index = pd.Index(cohort.sample_ids, name="sample_id")
+        frame.to_csv(shuffled / f"{table}.csv")
+    folder = train(_options(shuffled, tmp_path / "registry", "control", trials=3, compare_targets=0, baselines=False))
+    metrics = evaluate_on_test(folder, small / "test", tmp_path / "m.json", n_boot=100).metrics
+    mean_auc = np.mean([v["auc"] for v in metrics.values() if v["auc"] is not None])
+    assert abs(mean_auc - 0.5) <= 0.06, mean_auc
+
+
+def _leukemia_cohort(root: Path) -> Path:
+    raw = pd.read_csv(gzip.open(SHARED / "expression" / "gseapy_leukemia" / "Leukemia_hgu95av2.trim.txt.gz", "rt"), sep="\t")
+    by_gene = raw.drop(columns=["NAME"]).groupby("Gene").mean()
+    labels = (SHARED / "expression" / "gseapy_leukemia" / "Leukemia.cls").read_text().split("\n")[2].split()
+    root.mkdir(parents=True)
+    log_expr = np.log2(np.clip(by_gene.T.to_numpy(), 20, None))  # MAS5 values, floored, on the log scale
+    write_expression(root / "expression.parquet", list(by_gene.columns), list(by_gene.index), log_expr)
+    pd.DataFrame({"sample_id": list(by_gene.columns), "histology": labels}).to_csv(root / "clinical.csv", index=False)
+    return root
+
+
+@pytest.mark.slow
+def test_real_all_aml_matrix_is_learned(ray_local, tmp_path: Path) -> None:
+    """The GSEA leukemia microarray (48 patients, ALL vs AML): CV AUC at least 0.95."""
+    cohort_dir = _leukemia_cohort(tmp_path / "leukemia")
+    folder = train(_options(cohort_dir, tmp_path / "registry", "leukemia", trials=8, folds=4, max_epochs=40,
+                            compare_targets=0, baselines=False))
+    card = json.loads((folder / "model.json").read_text())
+    assert card["targets"]["histology_classes"] == ["ALL", "AML"] and card["targets"]["features"] == []
+    assert card["cv_metrics"]["cv_auc"] >= 0.95, card["cv_metrics"]["cv_auc"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input and damaged artifacts
+
+
+def test_bad_training_input_is_one_line(small: Path, tmp_path: Path) -> None:
+    result = subprocess.run([CLI, "train", str(small / "train"), "--registry", str(tmp_path), "--name", "x", "--folds", "60"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "too few samples (90) for 60 folds" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    constant = tmp_path / "constant"
+    constant.mkdir()
+    cohort = load_cohort(small / "train")
+    write_expression(constant / "expression.parquet", cohort.sample_ids, cohort.genes, cohort.expression)
+    cohort.clinical.to_csv(constant / "clinical.csv")
+    radiomics = cohort.radiomics.copy()
+    radiomics["original_shape_Elongation"] = 1.0
+    radiomics.to_csv(constant / "radiomics.csv")
+    result = subprocess.run([CLI, "train", str(constant), "--registry", str(tmp_path), "--name", "x"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "target 'original_shape_Elongation' has a single class" in result.stderr
+    with pytest.raises(InputError, match="no interrupted search"):
+        train(_options(small / "train", tmp_path / "empty", "nothing", resume=True))
+
+
+def test_test_cohort_with_missing_genes(trained: Path, small: Path, tmp_path: Path) -> None:
+    cohort = load_cohort(small / "test")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    keep = list(cohort.genes[10:])
+    write_expression(partial / "expression.parquet", cohort.sample_ids, keep, cohort.expression[:, 10:])
+    cohort.clinical.to_csv(partial / "clinical.csv")
+    cohort.radiomics.to_csv(partial / "radiomics.csv")
+    result = subprocess.run([CLI, "evaluate", str(trained), str(partial), "--out", str(tmp_path / "m.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"10 of the model's {cohort.n_genes} genes are missing (e.g. {', '.join(cohort.genes[:5])})" in result.stderr
+
+
+def test_damaged_artifacts_are_refused(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("tune"))
+    (broken / "weights.pt").write_bytes((trained / "weights.pt").read_bytes()[:-100])
+    with pytest.raises(ModelError, match="checksum does not match"):
+        load_model(broken)
+    card = json.loads((trained / "model.json").read_text())
+    (broken / "weights.pt").write_bytes((trained / "weights.pt").read_bytes())
+    (broken / "model.json").write_text(json.dumps({**card, "format_version": 99}))
+    with pytest.raises(ModelError, match="format_version 99 is not supported"):
+        load_model(broken)
+    (broken / "model.json").write_text(json.dumps({**card, "genes": card["genes"][:-1]}))
+    with pytest.raises(ModelError, match="normalisation does not match"):
+        load_model(broken)
+    (broken / "model.json").write_text(json.dumps({**card, "hyperparameters": {**card["hyperparameters"], "widths": [7]}}))
+    with pytest.raises(ModelError, match="weights do not fit the architecture"):
+        load_model(broken)
+    (broken / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="damaged"):
+        load_model(broken)
+    with pytest.raises(ModelError, match="no model named 'nope'"):
+        resolve(trained.parents[1], "nope")
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes(small: Path, tmp_path: Path) -> None:
+    """Kill `radiogenomics train` mid-search; `--resume` completes it and exports the model."""
+    registry = tmp_path / "registry"
+    args = [CLI, "train", str(small / "train"), "--registry", str(registry), "--name", "resumable", "--trials", "6",
+            "--folds", "3", "--max-epochs", "25", "--compare-targets", "0", "--no-baselines", "--quiet"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    experiment = registry / ".tune" / "resumable"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(experiment.glob("*/result.json"))) < 2:
+        time.sleep(1)
+    process.kill()
+    process.wait(timeout=60)
+    assert not (registry / "resumable").exists()  # nothing exported: the run was cut short
+    resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    folder = Path(resumed.stdout.strip().splitlines()[-1])
+    assert folder == registry / "resumable" / "1" and (folder / "model.json").is_file()
+    trials = pd.read_csv(folder / "cv_trials.csv")
+    assert len(trials) == 6
