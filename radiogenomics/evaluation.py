@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from radiogenomics.errors import InputError
+from radiogenomics.jsonsafe import json_safe
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, Labels, Predictions, TargetSpec, safe_auc
 
 _DPI = 120
@@ -167,24 +168,11 @@ def evaluate(spec: TargetSpec, labels: Labels, predictions: Predictions, n_boot:
     return metrics
 
 
-def _jsonable(value: Any) -> Any:
-    """Nested dicts/lists with NaN/inf as None and numpy scalars as Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def write_metrics(path: Path, metrics: dict) -> None:
     """Write metrics as JSON with NaN (and inf) as null, so strict JSON parsers can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------

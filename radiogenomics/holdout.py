@@ -15,7 +15,8 @@ from pathlib import Path
 
 from radiogenomics.cohort import load_cohort
 from radiogenomics.evaluation import evaluate, markdown_report, roc_plots, write_metrics
-from radiogenomics.registry import ModelError, json_safe, load_model, write_card
+from radiogenomics.jsonsafe import json_safe
+from radiogenomics.registry import ModelError, load_model, write_card
 
 BASELINES_FILE = "baselines.joblib"
 

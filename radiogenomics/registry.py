@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from radiogenomics import __version__
 from radiogenomics.cohort import Cohort
 from radiogenomics.errors import InputError
+from radiogenomics.jsonsafe import json_safe
 from radiogenomics.training.network import NetConfig, build_network, predict
 from radiogenomics.training.targets import Predictions, Standardizer, TargetSpec
 
@@ -131,19 +132,6 @@ def export_model(
     )
     write_card(folder, card)
     return folder
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python numbers, recursively (model.json is strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def write_card(folder: Path, card: ModelCard) -> None:

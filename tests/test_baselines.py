@@ -117,11 +117,16 @@ def test_l2_logistic_learns_squamous_histology_in_cv_and_on_the_test_cohort(
 
 
 def test_label_shuffled_training_scores_near_chance(cohorts: tuple[Cohort, Cohort]) -> None:
-    """Screening and tuning happen inside the folds: with labels cut from the genes, CV sees no signal."""
+    """Screening and tuning happen inside the folds: with labels cut from the genes, CV sees no signal.
+
+    Smaller ensembles keep the test fast; gene screening, the part that could leak, is unchanged.
+    """
     train, _ = cohorts
     perm = np.random.default_rng(7).permutation(train.n_samples)
     shuffled = dataclasses.replace(train, expression=train.expression[perm])
-    result = cross_validate_baselines(shuffled, stratified_folds(shuffled, FOLDS, FOLD_SEED), n_jobs=2)
+    small = {"random_forest": [{"n_estimators": 30}], "gradient_boosting": [{"n_estimators": 25}]}
+    result = cross_validate_baselines(shuffled, stratified_folds(shuffled, FOLDS, FOLD_SEED), n_jobs=2, grids=small)
+    assert result.grids["random_forest"] == ({"n_estimators": 30},)
     for family in FAMILIES:
         mean = float(np.nanmean(list(result.target_auc[family].values())))
         assert abs(mean - 0.5) < 0.08, (family, mean)
@@ -144,6 +149,32 @@ def test_kernel_l2_logistic_and_svm_equal_the_models_on_all_genes(cohorts: tuple
     svm = fit_family("svm", z, labels, spec, ({"C": 1.0},))[0]
     linear = SVC(kernel="linear", C=1.0, class_weight="balanced").fit(z / scale, y)
     assert np.allclose(svm.decision(z_test)[:, 3], linear.decision_function(z_test / scale), atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["two_classes", "no_histology", "histology_only"])
+def test_families_handle_two_histology_classes_and_missing_targets(cohorts: tuple[Cohort, Cohort], variant: str) -> None:
+    train, _ = cohorts
+    if variant == "two_classes":
+        cohort = train.subset(np.flatnonzero(train.labels() != "Other"))
+    elif variant == "no_histology":
+        cohort = dataclasses.replace(train, clinical=None)
+    else:
+        cohort = dataclasses.replace(train, radiomics=None)
+    spec = TargetSpec.fit(cohort)
+    labels = spec.encode(cohort)
+    scaler = Standardizer.fit(cohort.expression)
+    z = scaler.transform(cohort.expression)
+    small = {"random_forest": ({"n_estimators": 10},), "gradient_boosting": ({"n_estimators": 10},), "logistic_l1": ({"C": 0.3},)}
+    for family in FAMILIES:
+        preds = fit_family(family, z, labels, spec, small.get(family, GRIDS[family][:1]))[0].predict(z)
+        n_classes = {"two_classes": 2, "no_histology": 0, "histology_only": 3}[variant]
+        if n_classes:
+            assert preds.histology.shape == (cohort.n_samples, n_classes) and np.allclose(preds.histology.sum(axis=1), 1.0)
+        else:
+            assert preds.histology is None
+        assert preds.features.shape == (cohort.n_samples, 0 if variant == "histology_only" else 12)
+        aucs = target_aucs(spec, labels, preds)
+        assert set(aucs) == set(spec.names) and all(a > 0.5 for a in aucs.values()), family  # fitted on these rows
 
 
 def test_save_load_round_trip_gives_identical_predictions(
@@ -184,5 +215,7 @@ def test_bad_requests_are_input_errors(cohorts: tuple[Cohort, Cohort], cv: Basel
         cross_validate_baselines(train, folds, models=["logistic_l2", "xgboost"])
     with pytest.raises(InputError, match="no cross-validation folds"):
         cross_validate_baselines(train, [])
+    with pytest.raises(InputError, match="the svm grid needs one or more points, each setting exactly C"):
+        cross_validate_baselines(train, folds, models=["svm"], grids={"svm": [{"gamma": 1.0}]})
     with pytest.raises(InputError, match="not the cohort the baselines were cross-validated on"):
         fit_baselines(test, cv)

@@ -119,6 +119,12 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     volume = next(r for r in image_truth if r["feature"] == "original_shape_VoxelVolume")
     assert volume["rho_latent"] > 0.9 and volume["rho_program"] > 0.5
     assert len(pd.read_csv(out / "features_train.csv")) == 120
+    # A model was selected with Ray Tune, exported, and evaluated on the test cohort against the baselines.
+    card = json.loads((out / "registry" / "demo" / "1" / "model.json").read_text())
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert list(metrics) == [f"histology:{c}" for c in card["targets"]["histology_classes"]] + card["targets"]["features"]
+    assert metrics["histology:SCC"]["auc"] > 0.7
+    assert "The selected network against the baselines" in report and "logistic_l2" in report
     # An unrelated non-empty directory is refused (an earlier demo's output would be replaced).
     other = tmp_path / "other"
     other.mkdir()

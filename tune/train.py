@@ -25,7 +25,8 @@ from tqdm import tqdm
 from radiogenomics.cohort import load_cohort
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
-from radiogenomics.registry import export_model, json_safe
+from radiogenomics.jsonsafe import json_safe
+from radiogenomics.registry import export_model
 from radiogenomics.training.selection import fit_fold, mean_aucs, refit, set_threads
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
 from tune.space import search_space, to_config
