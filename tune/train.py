@@ -12,8 +12,10 @@ The search state lives under `<registry>/.tune/<name>`; `--resume` continues an 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +192,8 @@ def train(options: TrainOptions) -> Path:
     spec = TargetSpec.fit(cohort, features=features, cut_quantile=options.cut_quantile)  # fails early on bad targets
     folds = stratified_folds(cohort, options.folds, options.seed)
     with ray_session(options.address):
-        results = _tuner(options, cohort, folds, features).fit()
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's console output must not mix with our results
+            results = _tuner(options, cohort, folds, features).fit()
         params, per_target, epochs, trials = _select(results, len(folds))
         config = to_config(params)
         design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
