@@ -45,6 +45,10 @@ class TargetsCard(BaseModel):
     cut_points: list[float]
     cut_quantile: float
 
+    def spec(self) -> TargetSpec:
+        return TargetSpec(histology_classes=tuple(self.histology_classes), features=tuple(self.features),
+                          cut_points=tuple(self.cut_points), cut_quantile=self.cut_quantile)
+
 
 class ModelCard(BaseModel):
     """The schema of model.json."""
@@ -107,13 +111,18 @@ def resolve(path_or_registry: Path, name: str | None = None, version: str | None
     return path / name / chosen
 
 
+def check_name(name: str) -> None:
+    """Refuse a model name that is not a safe folder name (checked before any training starts)."""
+    if not _NAME.match(name):
+        raise InputError(f"--name {name!r} is not a valid model name; use letters, digits, '.', '_' or '-' (max 64)")
+
+
 def export_model(
     registry: Path, name: str, *, net: torch.nn.Module, config: NetConfig, spec: TargetSpec, scaler: Standardizer,
     genes: list[str], cv_metrics: dict[str, Any], training: dict[str, Any], extra_files: dict[str, Any] | None = None,
 ) -> Path:
     """Write a new version of `name` and return its folder; the card is written last (atomically)."""
-    if not _NAME.match(name):
-        raise InputError(f"--name {name!r} is not a valid model name; use letters, digits, '.', '_' or '-' (max 64)")
+    check_name(name)
     existing = versions(registry, name)
     version = str(int(existing[-1]) + 1 if existing else 1)
     folder = Path(registry) / name / version
@@ -144,12 +153,11 @@ def write_card(folder: Path, card: ModelCard) -> None:
 class LoadedModel:
     """A loaded artifact: the card, the network in eval mode, and gene alignment."""
 
-    def __init__(self, folder: Path, card: ModelCard, net: torch.nn.Module) -> None:
+    def __init__(self, folder: Path, card: ModelCard, net: torch.nn.Module, spec: TargetSpec) -> None:
         self.folder = folder
         self.card = card
         self.net = net
-        self.spec = TargetSpec(histology_classes=tuple(card.targets.histology_classes), features=tuple(card.targets.features),
-                               cut_points=tuple(card.targets.cut_points), cut_quantile=card.targets.cut_quantile)
+        self.spec = spec
         self.scaler = Standardizer(mean=np.asarray(card.normalisation["mean"], dtype=np.float32),
                                    sd=np.asarray(card.normalisation["sd"], dtype=np.float32))
         self.genes = list(card.genes)
@@ -210,7 +218,7 @@ def load_model(folder: Path) -> LoadedModel:
         config = NetConfig.model_validate(card.hyperparameters)
     except ValidationError as exc:
         raise ModelError(f"{card_path}: hyperparameters are not valid for this code ({exc.errors()[0]['msg']})") from None
-    spec = TargetSpec(tuple(card.targets.histology_classes), tuple(card.targets.features), tuple(card.targets.cut_points))
+    spec = card.targets.spec()
     net = build_network(n_genes, spec, config)
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -218,4 +226,4 @@ def load_model(folder: Path) -> LoadedModel:
     except (RuntimeError, ValueError, EOFError, OSError) as exc:
         raise ModelError(f"{weights_path}: weights do not fit the architecture in model.json ({' '.join(str(exc).split())[:200]})") from None
     net.eval()
-    return LoadedModel(folder, card, net)
+    return LoadedModel(folder, card, net, spec)

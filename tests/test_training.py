@@ -18,7 +18,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.holdout import evaluate_on_test
 from radiogenomics.registry import ModelError, load_model, resolve
 from radiogenomics.synth import SynthConfig, generate
-from radiogenomics.training.targets import TargetSpec, stratified_folds
+from radiogenomics.training.targets import TargetSpec
 from tune.train import TrainOptions, train
 
 CLI = str(Path(sys.executable).parent / "radiogenomics")
@@ -192,6 +192,14 @@ def test_damaged_artifacts_are_refused(trained: Path, tmp_path: Path) -> None:
         load_model(broken)
     with pytest.raises(ModelError, match="no model named 'nope'"):
         resolve(trained.parents[1], "nope")
+    with pytest.raises(ModelError, match=r"model 'nsclc' has no version '7' \(versions: 1\)"):
+        resolve(trained.parents[1], "nsclc", "7")
+
+
+def test_invalid_model_name_is_refused(small: Path, tmp_path: Path) -> None:
+    result = subprocess.run([CLI, "train", str(small / "train"), "--registry", str(tmp_path), "--name", "../escape"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "--name '../escape' is not a valid model name" in result.stderr
 
 
 @pytest.mark.slow

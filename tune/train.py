@@ -28,7 +28,7 @@ from radiogenomics.cohort import load_cohort
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.jsonsafe import json_safe
-from radiogenomics.registry import export_model
+from radiogenomics.registry import check_name, export_model
 from radiogenomics.training.selection import fit_fold, mean_aucs, refit, set_threads
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
 from tune.space import search_space, to_config
@@ -184,6 +184,7 @@ def _family_table(spec: TargetSpec, by_model: dict[str, dict[str, float]]) -> pd
 
 def train(options: TrainOptions) -> Path:
     """Run the whole training job and return the exported artifact folder."""
+    check_name(options.name)
     cohort = load_cohort(options.cohort, require_radiomics=False)  # histology alone is a valid task
     unknown = [t for t in options.exclude_targets if t not in cohort.feature_names]
     if unknown:

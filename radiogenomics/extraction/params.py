@@ -46,7 +46,9 @@ class ExtractionParams:
         pyradiomics validates the parameters while building it (~20 ms), which matters when a
         worker extracts many small cases; one per thread keeps concurrent requests apart.
         """
-        cache = _extractors.__dict__.setdefault("by_hash", {})
+        cache = getattr(_extractors, "by_hash", None)
+        if cache is None:
+            cache = _extractors.by_hash = {}
         if self.hash not in cache:
             if len(cache) >= 16:
                 cache.clear()
@@ -86,8 +88,9 @@ def parse_params(text: str | None, source: str = "params") -> ExtractionParams:
         params = {}
     if not isinstance(params, dict):
         raise InputError(f"{source}: a parameter file must be a YAML mapping (imageType, featureClass, setting), got {type(params).__name__}")
-    build_extractor(params, source)
-    return ExtractionParams(params, source)
+    parsed = ExtractionParams(params, source)
+    parsed.extractor()  # validates; the built extractor is cached for the extraction that follows
+    return parsed
 
 
 def load_params(path: str | Path | None) -> ExtractionParams:
