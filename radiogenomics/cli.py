@@ -142,6 +142,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    run = importlib.import_module("services.run")  # services sit above the core; imported only here
+    return run.serve_forever(run.ServeOptions(model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                                              address=args.address, max_batch_profiles=args.max_batch_profiles))
+
+
 def _not_built(issue: int, what: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotBuiltYet(f"'{args.verb}' ({what}) is not built yet; it is tracked in issue #{issue}")
@@ -234,11 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     p.set_defaults(run=_not_built(6, "gene masking"))
 
-    p = verbs.add_parser("serve", help="serve the gRPC services on Ray Serve")
-    p.add_argument("model", type=Path, help="model artifact directory or registry")
-    p.add_argument("--grpc-port", type=int, default=9000)
-    p.add_argument("--metrics-port", type=int, default=8080)
-    p.set_defaults(run=_not_built(5, "the prediction service"))
+    p = verbs.add_parser("serve", help="serve the gRPC services on Ray Serve",
+                         description="Serve PredictionService, the KServe/Triton v2 protocol and grpc.health.v1 for a "
+                                     "model on Ray Serve (a local Ray on 127.0.0.1 unless --address). Prints a JSON line "
+                                     "when ready; Ctrl-C or SIGTERM stops.")
+    p.add_argument("model", type=Path, help="<registry>/<name>/<version> (that version) or <registry>/<name> (every version)")
+    p.add_argument("--grpc-port", type=int, default=9000, help="gRPC port of Serve's proxy (default 9000)")
+    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of a local Ray (default 8080)")
+    p.add_argument("--max-batch-profiles", type=_positive_int, default=1024, help="profiles per request (default 1024)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
+    p.set_defaults(run=_cmd_serve)
 
     p = verbs.add_parser("demo", help="the end-to-end main job on a local Ray",
                          description="Generate a synthetic cohort with planted biology and CT images, then run every "

@@ -24,6 +24,10 @@ class LimitExceeded(InputError):
     """A configured limit (upload size, voxels, batch size...) was exceeded (maps to RESOURCE_EXHAUSTED)."""
 
 
+class NotFound(InputError):
+    """A named thing (model, version, job) does not exist (maps to NOT_FOUND)."""
+
+
 class CohortError(InputError):
     """A cohort directory or one of its tables is invalid."""
 

@@ -20,7 +20,8 @@ def keep_local_ray_on_loopback() -> None:
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                metrics_export_port: int | None = None) -> Iterator[None]:
     """Use the running Ray if there is one; else join `address`, or start a local Ray on loopback.
 
     A Ray started here is shut down on exit; one that was already running is left alone.
@@ -32,8 +33,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     if address is None:
         keep_local_ray_on_loopback()
+    extra = {"_metrics_export_port": metrics_export_port} if metrics_export_port and not address else {}
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+             logging_level="ERROR", log_to_driver=False, **extra)
     try:
         yield
     finally:

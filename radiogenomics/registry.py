@@ -161,7 +161,7 @@ class LoadedModel:
         self.scaler = Standardizer(mean=np.asarray(card.normalisation["mean"], dtype=np.float32),
                                    sd=np.asarray(card.normalisation["sd"], dtype=np.float32))
         self.genes = list(card.genes)
-        self._gene_index = {g: i for i, g in enumerate(self.genes)}
+        self.gene_index = {g: i for i, g in enumerate(self.genes)}
 
     @property
     def name(self) -> str:

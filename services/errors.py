@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import grpc
 
-from radiogenomics.errors import InputError, LimitExceeded
+from radiogenomics.errors import InputError, LimitExceeded, NotFound
 
 log = logging.getLogger("radiogenomics.services")
 T = TypeVar("T")
@@ -27,6 +27,8 @@ class Precondition(InputError):
 def status_for(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, LimitExceeded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, NotFound):
+        return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, Precondition):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, InputError):

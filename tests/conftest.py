@@ -63,12 +63,13 @@ def serve_grpc(ray_local):
     from ray import serve
     from ray.serve.config import gRPCOptions
 
+    from services.prediction import SERVICERS as PREDICTION_SERVICERS
     from services.radiomics import SERVICER as RADIOMICS_SERVICER
 
     port = free_port()
     serve.start(
         http_options={"host": "127.0.0.1", "port": free_port()},
-        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[RADIOMICS_SERVICER], request_timeout_s=300),
+        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[RADIOMICS_SERVICER, *PREDICTION_SERVICERS], request_timeout_s=300),
     )
     yield port
     serve.shutdown()

@@ -46,7 +46,6 @@ def test_every_verb_has_help(verb: str) -> None:
     ("args", "issue"),
     [
         (["mask", "model", "cohort", "--out", "r.csv"], 6),
-        (["serve", "model"], 5),
     ],
 )
 def test_verbs_not_built_yet_say_so(args: list[str], issue: int) -> None:
@@ -54,6 +53,12 @@ def test_verbs_not_built_yet_say_so(args: list[str], issue: int) -> None:
     line = _one_line_error(result)
     assert result.returncode == 3
     assert "not built yet" in line and f"issue #{issue}" in line
+
+
+def test_serve_refuses_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    result = run("serve", str(tmp_path / "nowhere"))
+    line = _one_line_error(result)
+    assert result.returncode == 2 and "neither a model artifact" in line
 
 
 def test_synth_writes_a_loadable_cohort(tmp_path: Path, hallmark_gmt: Path) -> None:

@@ -1,0 +1,339 @@
+"""PredictionService and the KServe/Triton v2 inference protocol on Ray Serve.
+
+One deployment answers both protocols (and `grpc.health.v1.Health`) from the same loaded models:
+method names are the RPC names. Requests from all clients are pooled by `@serve.batch` into one
+forward pass per model version. The whole configuration is the deployment's `user_config`, so
+`serve run`/`serve deploy` with new versions calls `reconfigure` on the running replicas: the new
+versions load in a worker thread while the old ones keep answering, then swap in at once, and no
+request in flight is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.grpc_util import gRPCInputStream
+
+from radiogenomics import __version__
+from radiogenomics.errors import InputError, LimitExceeded
+from radiogenomics.prediction import MissingGenes, ModelInput, ModelShelf, Profile, assemble, matrix_input, predicted_classes
+from radiogenomics.registry import LoadedModel
+from radiogenomics.training.selection import set_threads
+from radiogenomics.training.targets import Predictions
+from services import health
+from services.errors import answer, new_request_id
+from services.wire import packed_float32
+from services.pb.inference import grpc_predict_v2_pb2 as v2
+from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
+
+SERVICERS = [
+    "services.pb.radiogenomics.v1.prediction_pb2_grpc.add_PredictionServiceServicer_to_server",
+    "services.pb.inference.grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server",
+    health.SERVICER,
+]
+SERVICE_NAMES = ("radiogenomics.v1.PredictionService", "inference.GRPCInferenceService")
+V2_INPUT = "expression"
+V2_HISTOLOGY = "histology_probabilities"
+V2_FEATURES = "feature_probabilities"
+_POLICIES = {prediction_pb2.REJECT: MissingGenes.REJECT, prediction_pb2.IMPUTE_TRAINING_MEAN: MissingGenes.IMPUTE_TRAINING_MEAN}
+
+
+class PredictionConfig(BaseModel):
+    """Settings of the prediction deployment; all of it is `user_config`, changeable without a restart."""
+
+    registry: Path = Field(description="model registry folder (<registry>/<name>/<version>/model.json)")
+    model: str = Field(description="the model name served")
+    versions: list[str] | None = Field(None, description="versions served; None = every version in the registry")
+    max_batch_profiles: int = Field(1024, ge=1, description="profiles per PredictBatch request or stream chunk")
+    max_batch_size: int = Field(32, ge=1, description="requests pooled into one forward pass (@serve.batch)")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+    torch_threads: int = Field(1, ge=1, description="torch threads per replica")
+
+
+class DeploymentOptions(BaseModel):
+    """Replica resources and scaling (Serve deployment options, not user_config)."""
+
+    num_replicas: int | None = Field(1, ge=1)
+    autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config; replaces num_replicas")
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(128, ge=1, description="must be >= max_batch_size for batches to fill")
+
+
+def _profile(message: common_pb2.ExpressionProfile) -> Profile:
+    kind = message.WhichOneof("values")
+    if kind == "dense":
+        return Profile(message.profile_id, dense=packed_float32(message.dense, "values"))
+    if kind == "raw_float32":
+        return Profile(message.profile_id, raw=message.raw_float32)
+    if kind == "by_gene":
+        return Profile(message.profile_id, by_gene=dict(message.by_gene.values))
+    return Profile(message.profile_id)
+
+
+def _model_ref(model: LoadedModel) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(name=model.name, version=model.version)
+
+
+def _predictions(model: LoadedModel, preds: Predictions, inputs: ModelInput, ids: list[str]) -> list[prediction_pb2.ProfilePrediction]:
+    spec = model.spec
+    classes = predicted_classes(model, preds)
+    out = []
+    for i, profile_id in enumerate(ids):
+        histology = None
+        if preds.histology is not None:
+            histology = prediction_pb2.HistologyPrediction(
+                probabilities={c: float(p) for c, p in zip(spec.histology_classes, preds.histology[i])},
+                predicted_class=classes[i],
+            )
+        features = [prediction_pb2.FeaturePrediction(name=name, probability_high=float(p), predicted_high=bool(p >= 0.5), cut_point=cut)
+                    for name, p, cut in zip(spec.features, preds.features[i], spec.cut_points)]
+        out.append(prediction_pb2.ProfilePrediction(
+            profile_id=profile_id, histology=histology, features=features,
+            imputed_genes=int(inputs.imputed[i]), unknown_genes=int(inputs.unknown[i]),
+        ))
+    return out
+
+
+def _forward(model: LoadedModel, x: np.ndarray) -> Predictions:
+    return model.predict(x)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+class PredictionServer:
+    """Deployment whose method names are the RPCs of PredictionService, GRPCInferenceService and Health."""
+
+    def __init__(self) -> None:
+        self.config: PredictionConfig | None = None
+        self.shelf: ModelShelf | None = None
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Load the configured versions beside the served ones, then swap (no request is dropped)."""
+        config = PredictionConfig.model_validate(user_config)
+        set_threads(config.torch_threads)
+        shelf = self.shelf if self.shelf is not None and (self.shelf.registry, self.shelf.name) == (config.registry, config.model) \
+            else ModelShelf(config.registry, config.model)
+        await asyncio.to_thread(shelf.load, config.versions)
+        self._batched.set_max_batch_size(config.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self.shelf, self.config = shelf, config
+
+    # -- batching: every request's rows for one version go through one forward pass ---------------
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, items: list[tuple[LoadedModel, np.ndarray]]) -> list[Predictions]:
+        groups: dict[int, list[int]] = {}
+        for i, (model, _) in enumerate(items):
+            groups.setdefault(id(model), []).append(i)
+        results: list[Predictions | None] = [None] * len(items)
+        for members in groups.values():
+            model = items[members[0]][0]
+            x = np.concatenate([items[i][1] for i in members])
+            preds = await asyncio.to_thread(_forward, model, x)
+            start = 0
+            for i in members:
+                n = len(items[i][1])
+                results[i] = Predictions(
+                    histology=None if preds.histology is None else preds.histology[start:start + n],
+                    features=preds.features[start:start + n],
+                )
+                start += n
+        return results  # type: ignore[return-value]
+
+    def _model(self, ref: common_pb2.ModelRef) -> LoadedModel:
+        return self.shelf.get(ref.name, ref.version)
+
+    async def _predict_many(self, request: prediction_pb2.PredictBatchRequest, request_id: str, where: str) -> prediction_pb2.PredictBatchResponse:
+        started = time.perf_counter()
+        model = self._model(request.model)
+        profiles = [_profile(p) for p in request.profiles]
+        inputs = assemble(model, profiles, _POLICIES.get(request.missing_genes, MissingGenes.REJECT),
+                          max_profiles=self.config.max_batch_profiles, where=where)
+        preds = await self._batched((model, inputs.x))
+        return prediction_pb2.PredictBatchResponse(
+            predictions=_predictions(model, preds, inputs, [p.profile_id for p in profiles]),
+            model=_model_ref(model), request_id=request_id, timing=common_pb2.Timing(seconds=time.perf_counter() - started),
+        )
+
+    # -- radiogenomics.v1.PredictionService ------------------------------------------------------
+
+    async def Predict(self, request: prediction_pb2.PredictRequest, grpc_context=None) -> prediction_pb2.PredictResponse:
+        async def work(request_id: str) -> prediction_pb2.PredictResponse:
+            if not request.HasField("profile"):
+                raise InputError("profile is required; set profile.dense, profile.raw_float32 or profile.by_gene")
+            batch = prediction_pb2.PredictBatchRequest(model=request.model, profiles=[request.profile], missing_genes=request.missing_genes)
+            result = await self._predict_many(batch, request_id, "profile")
+            return prediction_pb2.PredictResponse(prediction=result.predictions[0], model=result.model,
+                                                  request_id=request_id, timing=result.timing)
+
+        return await answer(grpc_context, "Predict", work, prediction_pb2.PredictResponse())
+
+    async def PredictBatch(self, request: prediction_pb2.PredictBatchRequest, grpc_context=None) -> prediction_pb2.PredictBatchResponse:
+        return await answer(grpc_context, "PredictBatch", lambda rid: self._predict_many(request, rid, "profiles"),
+                            prediction_pb2.PredictBatchResponse())
+
+    async def PredictStream(self, request_stream: gRPCInputStream, grpc_context=None):
+        request_id = new_request_id()
+        chunk = 0
+        try:
+            async for request in request_stream:
+                yield await self._predict_many(request, f"{request_id}-{chunk}", f"chunk {chunk}: profiles")
+                chunk += 1
+        except Exception as exc:  # noqa: BLE001 - a bad chunk ends the stream with its status, the replica survives
+            await answer(grpc_context, "PredictStream", _raiser(exc), None)
+            # Serve sends a stream's status only when the generator raises; the code set above is kept.
+            raise StreamEnded(f"PredictStream ended at chunk {chunk}") from None
+
+    async def GetModelInfo(self, request: prediction_pb2.GetModelInfoRequest, grpc_context=None) -> prediction_pb2.ModelInfo:
+        async def work(request_id: str) -> prediction_pb2.ModelInfo:
+            model = self._model(request.model)
+            spec, cv = model.spec, model.card.cv_metrics
+            per_target = {k: float(v) for k, v in (cv.get("per_target") or {}).items() if isinstance(v, (int, float))}
+            return prediction_pb2.ModelInfo(
+                model=_model_ref(model), versions=self.shelf.served, genes=model.genes,
+                histology_classes=list(spec.histology_classes), features=list(spec.features), cut_points=list(spec.cut_points),
+                outputs=spec.names, cv_auc=per_target, cv_summary_auc=float(cv.get("cv_auc") or 0.0),
+                created=model.card.created, code_version=model.card.code_version,
+                training_data_hash=str(model.card.training.get("data_hash", "")),
+                max_batch_profiles=self.config.max_batch_profiles,
+            )
+
+        return await answer(grpc_context, "GetModelInfo", work, prediction_pb2.ModelInfo())
+
+    # -- inference.GRPCInferenceService (KServe / Triton v2) --------------------------------------
+
+    async def ServerLive(self, request: v2.ServerLiveRequest, grpc_context=None) -> v2.ServerLiveResponse:
+        return v2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: v2.ServerReadyRequest, grpc_context=None) -> v2.ServerReadyResponse:
+        return v2.ServerReadyResponse(ready=self._ready())
+
+    async def ModelReady(self, request: v2.ModelReadyRequest, grpc_context=None) -> v2.ModelReadyResponse:
+        async def work(request_id: str) -> v2.ModelReadyResponse:
+            try:
+                self._v2_model(request.name, request.version)
+            except InputError:
+                return v2.ModelReadyResponse(ready=False)
+            return v2.ModelReadyResponse(ready=True)
+
+        return await answer(grpc_context, "ModelReady", work, v2.ModelReadyResponse())
+
+    async def ServerMetadata(self, request: v2.ServerMetadataRequest, grpc_context=None) -> v2.ServerMetadataResponse:
+        return v2.ServerMetadataResponse(name="radiogenomics", version=__version__, extensions=[])
+
+    async def ModelMetadata(self, request: v2.ModelMetadataRequest, grpc_context=None) -> v2.ModelMetadataResponse:
+        async def work(request_id: str) -> v2.ModelMetadataResponse:
+            model = self._v2_model(request.name, request.version)
+            tensor = v2.ModelMetadataResponse.TensorMetadata
+            outputs = [tensor(name=V2_FEATURES, datatype="FP32", shape=[-1, len(model.spec.features)])]
+            if model.spec.has_histology:
+                outputs.insert(0, tensor(name=V2_HISTOLOGY, datatype="FP32", shape=[-1, len(model.spec.histology_classes)]))
+            return v2.ModelMetadataResponse(
+                name=model.name, versions=self.shelf.served, platform="pytorch",
+                inputs=[tensor(name=V2_INPUT, datatype="FP32", shape=[-1, len(model.genes)])], outputs=outputs,
+            )
+
+        return await answer(grpc_context, "ModelMetadata", work, v2.ModelMetadataResponse())
+
+    def _v2_model(self, name: str, version: str) -> LoadedModel:
+        if not name:
+            raise InputError(f"model_name is required; this server serves {self.shelf.name!r}")
+        return self.shelf.get(name, version, where="model")
+
+    async def ModelInfer(self, request: v2.ModelInferRequest, grpc_context=None) -> v2.ModelInferResponse:
+        async def work(request_id: str) -> v2.ModelInferResponse:
+            model = self._v2_model(request.model_name, request.model_version)
+            x = _v2_input(request, len(model.genes))
+            inputs = matrix_input(x, model, f"inputs[{V2_INPUT!r}]")
+            if len(inputs.x) > self.config.max_batch_profiles:
+                raise LimitExceeded(f"inputs[{V2_INPUT!r}]: {len(inputs.x)} rows exceed the limit of "
+                                    f"{self.config.max_batch_profiles} per request; split the batch")
+            preds = await self._batched((model, inputs.x))
+            tensors = {V2_FEATURES: (preds.features, list(model.spec.features))}
+            if preds.histology is not None:
+                tensors[V2_HISTOLOGY] = (preds.histology, list(model.spec.histology_classes))
+            wanted = [o.name for o in request.outputs] or [n for n in (V2_HISTOLOGY, V2_FEATURES) if n in tensors]
+            unknown = [n for n in wanted if n not in tensors]
+            if unknown:
+                raise InputError(f"outputs: {', '.join(map(repr, unknown))} not produced by this model "
+                                 f"(outputs: {', '.join(tensors)})")
+            response = v2.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+            for name in wanted:
+                values, labels = tensors[name]
+                response.outputs.add(name=name, datatype="FP32", shape=list(values.shape),
+                                     parameters={"labels": v2.InferParameter(string_param=",".join(labels))})
+                response.raw_output_contents.append(np.ascontiguousarray(values, dtype="<f4").tobytes())
+            return response
+
+        return await answer(grpc_context, "ModelInfer", work, v2.ModelInferResponse())
+
+    # -- grpc.health.v1.Health --------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        return self.shelf is not None and bool(self.shelf.served)
+
+    def _readiness(self) -> dict[str, bool]:
+        return {name: self._ready() for name in SERVICE_NAMES}
+
+    async def Check(self, request, grpc_context=None):
+        return health.check(self._readiness(), request, grpc_context)
+
+    async def Watch(self, request, grpc_context=None):
+        async for status in health.watch(self._readiness, request, grpc_context):
+            yield status
+
+
+class StreamEnded(Exception):
+    """Ends a response stream after its gRPC status has been set on the context."""
+
+
+def _raiser(exc: Exception):
+    async def work(request_id: str):
+        raise exc
+
+    return work
+
+
+def _v2_input(request: v2.ModelInferRequest, n_genes: int) -> np.ndarray:
+    """The single FP32 input tensor as an (N, genes) array, from raw bytes or typed contents."""
+    if len(request.inputs) != 1 or request.inputs[0].name != V2_INPUT:
+        names = [i.name for i in request.inputs]
+        raise InputError(f"inputs: expected exactly one tensor named {V2_INPUT!r}, got {names}")
+    tensor = request.inputs[0]
+    if tensor.datatype != "FP32":
+        raise InputError(f"inputs[{V2_INPUT!r}].datatype is {tensor.datatype!r}; send FP32")
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[1] != n_genes or shape[0] < 1:
+        raise InputError(f"inputs[{V2_INPUT!r}].shape {shape} does not fit [N, {n_genes}] (N >= 1; one column per model gene)")
+    count = shape[0] * shape[1]
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise InputError(f"raw_input_contents has {len(request.raw_input_contents)} entries for 1 input; send one")
+        raw = request.raw_input_contents[0]
+        if len(raw) != 4 * count:
+            raise InputError(f"raw_input_contents[0] has {len(raw)} bytes; shape {shape} in FP32 needs {4 * count}")
+        values = np.frombuffer(raw, dtype="<f4")
+    else:
+        values = packed_float32(tensor.contents, "fp32_contents")
+        if values.size != count:
+            raise InputError(f"inputs[{V2_INPUT!r}].contents.fp32_contents has {values.size} values; shape {shape} needs {count}")
+    return values.reshape(shape).astype(np.float32)
+
+
+def prediction_app(config: PredictionConfig | dict, options: DeploymentOptions | dict | None = None) -> serve.Application:
+    """The prediction Serve application (bind it with `serve.run(..., route_prefix=...)`)."""
+    cfg = config if isinstance(config, PredictionConfig) else PredictionConfig.model_validate(config)
+    opts = options if isinstance(options, DeploymentOptions) else DeploymentOptions.model_validate(options or {})
+    if opts.max_ongoing_requests < cfg.max_batch_size:
+        raise InputError(f"max_ongoing_requests ({opts.max_ongoing_requests}) must be >= max_batch_size "
+                         f"({cfg.max_batch_size}) or batches never fill")
+    scaling: dict[str, Any] = {"autoscaling_config": opts.autoscaling} if opts.autoscaling else {"num_replicas": opts.num_replicas}
+    return PredictionServer.options(
+        ray_actor_options={"num_cpus": opts.num_cpus}, max_ongoing_requests=opts.max_ongoing_requests,
+        user_config=cfg.model_dump(mode="json"), **scaling,
+    ).bind()

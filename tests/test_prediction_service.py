@@ -1,0 +1,385 @@
+"""PredictionService, the v2 inference protocol and health on a real Ray Serve over loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from radiogenomics.cohort import load_cohort
+from radiogenomics.registry import load_model
+from radiogenomics.synth import SynthConfig, generate
+from radiogenomics.training.direct import fit_and_export
+from radiogenomics.training.network import NetConfig
+from services.pb.inference import grpc_predict_v2_pb2 as v2
+from services.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2, prediction_pb2_grpc
+from services.prediction import PredictionConfig, prediction_app
+
+APP = "prediction"
+META = (("application", APP),)
+NAME = "nsclc"
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> Path:
+    out = tmp_path_factory.mktemp("predict") / "cohort"
+    generate(SynthConfig(out=out, hallmark_gmt=hallmark_gmt, n_train=90, n_test=40, n_genes=1500, n_features=6), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def registry(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real versions of one model, fitted with different seeds."""
+    root = tmp_path_factory.mktemp("registry")
+    cohort = load_cohort(cohort_dir / "train")
+    for seed in (0, 1):
+        fit_and_export(cohort, root, NAME, NetConfig(widths=(32,)), epochs=8, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def channel(serve_grpc: int, registry: Path):
+    from ray import serve
+
+    serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1"], max_batch_profiles=64)),
+              name=APP, route_prefix=f"/{APP}")
+    with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+        yield ch
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def stub(channel) -> prediction_pb2_grpc.PredictionServiceStub:
+    return prediction_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def test_x(cohort_dir: Path, registry: Path) -> np.ndarray:
+    model = load_model(registry / NAME / "1")
+    return model.align(load_cohort(cohort_dir / "test"))
+
+
+def _dense(x: np.ndarray, ids=None) -> list[common_pb2.ExpressionProfile]:
+    return [common_pb2.ExpressionProfile(profile_id=f"p{i}" if ids is None else ids[i], dense=common_pb2.DenseVector(values=row))
+            for i, row in enumerate(x)]
+
+
+def _probs(response) -> tuple[np.ndarray, np.ndarray]:
+    hist = np.array([[p.histology.probabilities[c] for c in sorted(p.histology.probabilities)] for p in response.predictions])
+    feats = np.array([[f.probability_high for f in p.features] for p in response.predictions])
+    return hist, feats
+
+
+def _status(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_batch_predictions_equal_the_in_process_model(stub, registry: Path, test_x: np.ndarray) -> None:
+    model = load_model(registry / NAME / "1")
+    expected = model.predict(test_x)
+    response = stub.PredictBatch(prediction_pb2.PredictBatchRequest(model=common_pb2.ModelRef(name=NAME), profiles=_dense(test_x)),
+                                 metadata=META)
+    hist, feats = _probs(response)
+    assert sorted(model.spec.histology_classes) == list(model.spec.histology_classes)
+    np.testing.assert_allclose(hist, expected.histology, atol=1e-6)
+    np.testing.assert_allclose(feats, expected.features, atol=1e-6)
+    assert response.model.version == "1" and len(response.request_id) == 32
+    first = response.predictions[0]
+    assert first.profile_id == "p0" and [f.name for f in first.features] == list(model.spec.features)
+    assert [f.cut_point for f in first.features] == pytest.approx(list(model.spec.cut_points))
+    assert first.histology.predicted_class == model.spec.histology_classes[int(expected.histology[0].argmax())]
+    assert all(f.predicted_high == (f.probability_high >= 0.5) for f in first.features)
+
+
+def test_three_profile_forms_agree(stub, registry: Path, test_x: np.ndarray) -> None:
+    model = load_model(registry / NAME / "1")
+    row = test_x[3]
+    forms = [
+        common_pb2.ExpressionProfile(dense=common_pb2.DenseVector(values=row)),
+        common_pb2.ExpressionProfile(raw_float32=row.astype("<f4").tobytes()),
+        common_pb2.ExpressionProfile(by_gene=common_pb2.GeneValues(values=dict(zip(model.genes, row.tolist())))),
+    ]
+    answers = [stub.Predict(prediction_pb2.PredictRequest(model=common_pb2.ModelRef(name=NAME), profile=p), metadata=META)
+               for p in forms]
+    expected = model.predict(row[None])
+    for a in answers:
+        got = [a.prediction.histology.probabilities[c] for c in model.spec.histology_classes]
+        np.testing.assert_allclose(got, expected.histology[0], atol=1e-6)
+        np.testing.assert_allclose([f.probability_high for f in a.prediction.features], expected.features[0], atol=1e-6)
+        assert a.prediction.imputed_genes == 0 and a.prediction.unknown_genes == 0
+
+
+def test_missing_and_unknown_genes(stub, registry: Path, test_x: np.ndarray) -> None:
+    model = load_model(registry / NAME / "1")
+    values = dict(zip(model.genes, test_x[0].tolist()))
+    for gene in model.genes[:7]:
+        del values[gene]
+    values.update({"NOT_A_GENE_1": 1.0, "NOT_A_GENE_2": 2.0})
+    profile = common_pb2.ExpressionProfile(by_gene=common_pb2.GeneValues(values=values))
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(profile=profile), metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "lacks 7 of the model's 1500 genes" in details and model.genes[0] in details and "IMPUTE_TRAINING_MEAN" in details
+    answer = stub.Predict(prediction_pb2.PredictRequest(profile=profile, missing_genes=prediction_pb2.IMPUTE_TRAINING_MEAN),
+                          metadata=META)
+    assert answer.prediction.imputed_genes == 7 and answer.prediction.unknown_genes == 2
+    filled = test_x[0].copy()
+    filled[:7] = model.scaler.mean[:7]
+    expected = model.predict(filled[None])
+    np.testing.assert_allclose([f.probability_high for f in answer.prediction.features], expected.features[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("profile, fragment", [
+    (common_pb2.ExpressionProfile(dense=common_pb2.DenseVector(values=[1.0, 2.0])), "has 2 values but the model has 1500 genes"),
+    (common_pb2.ExpressionProfile(raw_float32=b"\0" * 10), "has 10 bytes but the model's 1500 genes need 6000"),
+    (common_pb2.ExpressionProfile(dense=common_pb2.DenseVector(values=[float("nan")] + [0.0] * 1499)), "NaN or infinite"),
+    (common_pb2.ExpressionProfile(raw_float32=np.full(1500, np.inf, dtype="<f4").tobytes()), "NaN or infinite"),
+    (common_pb2.ExpressionProfile(profile_id="x"), "has no values"),
+    (common_pb2.ExpressionProfile(by_gene=common_pb2.GeneValues(values={})), "is empty"),
+    (common_pb2.ExpressionProfile(by_gene=common_pb2.GeneValues(values={"FOO": 1.0})), "none of its 1 genes are model genes"),
+])
+def test_bad_profiles_are_invalid_argument(stub, profile, fragment: str) -> None:
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(profile=profile), metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fragment in details and details.startswith("profile")
+
+
+def test_bad_requests_name_the_field(stub, test_x: np.ndarray) -> None:
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(), metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "profile is required" in details
+    code, details = _status(lambda: stub.PredictBatch(prediction_pb2.PredictBatchRequest(), metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "profiles: is empty" in details
+    bad = _dense(test_x[:3])
+    bad[2].dense.values[5] = float("inf")
+    code, details = _status(lambda: stub.PredictBatch(prediction_pb2.PredictBatchRequest(profiles=bad), metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "profiles[2].dense" in details and "index 5" in details
+    code, details = _status(lambda: stub.PredictBatch(prediction_pb2.PredictBatchRequest(profiles=_dense(np.repeat(test_x, 2, axis=0))),
+                                                      metadata=META))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "80 profiles exceed the limit of 64" in details
+    one = _dense(test_x[:1])[0]
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(model=common_pb2.ModelRef(name=NAME, version="9"),
+                                                                               profile=one), metadata=META))
+    assert code == grpc.StatusCode.NOT_FOUND and "'9'" in details and "served: 1" in details
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(model=common_pb2.ModelRef(name="other"), profile=one),
+                                                 metadata=META))
+    assert code == grpc.StatusCode.NOT_FOUND and "model.name" in details
+
+
+def test_stream_answers_every_chunk_then_stops_at_a_bad_one(stub, registry: Path, test_x: np.ndarray) -> None:
+    model = load_model(registry / NAME / "1")
+    chunks = [prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[i:i + 10])) for i in range(0, 40, 10)]
+    answers = list(stub.PredictStream(iter(chunks), metadata=META))
+    assert len(answers) == 4
+    feats = np.concatenate([_probs(a)[1] for a in answers])
+    np.testing.assert_allclose(feats, model.predict(test_x).features, atol=1e-6)
+    bad = prediction_pb2.PredictBatchRequest(profiles=[common_pb2.ExpressionProfile(dense=common_pb2.DenseVector(values=[1.0]))])
+    received = []
+    with pytest.raises(grpc.RpcError) as info:
+        for a in stub.PredictStream(iter([chunks[0], bad, chunks[1]]), metadata=META):
+            received.append(a)
+    assert len(received) == 1 and info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "chunk 1: profiles" in info.value.details()
+
+
+def test_model_info(stub, registry: Path) -> None:
+    model = load_model(registry / NAME / "1")
+    info = stub.GetModelInfo(prediction_pb2.GetModelInfoRequest(model=common_pb2.ModelRef(name=NAME)), metadata=META)
+    assert list(info.genes) == model.genes and info.model.version == "1" and list(info.versions) == ["1"]
+    assert list(info.histology_classes) == list(model.spec.histology_classes)
+    assert list(info.outputs) == model.spec.names and len(info.cut_points) == len(info.features) == 6
+    assert info.training_data_hash == model.card.training["data_hash"] and info.max_batch_profiles == 64
+
+
+def test_v2_protocol_and_errors(channel, registry: Path, test_x: np.ndarray) -> None:
+    model = load_model(registry / NAME / "1")
+    v2stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    assert v2stub.ServerLive(v2.ServerLiveRequest(), metadata=META).live
+    assert v2stub.ModelReady(v2.ModelReadyRequest(name=NAME, version="1"), metadata=META).ready
+    assert not v2stub.ModelReady(v2.ModelReadyRequest(name=NAME, version="2"), metadata=META).ready
+    request = v2.ModelInferRequest(model_name=NAME, id="abc")
+    request.inputs.add(name="expression", datatype="FP32", shape=list(test_x[:5].shape))
+    request.inputs[0].contents.fp32_contents.extend(test_x[:5].ravel().tolist())
+    response = v2stub.ModelInfer(request, metadata=META)
+    assert response.id == "abc" and response.model_version == "1"
+    feats = np.frombuffer(response.raw_output_contents[1], dtype="<f4").reshape(5, -1)
+    np.testing.assert_allclose(feats, model.predict(test_x[:5]).features, atol=1e-6)
+    request.inputs[0].datatype = "FP64"
+    code, details = _status(lambda: v2stub.ModelInfer(request, metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "send FP32" in details
+    request.inputs[0].datatype = "FP32"
+    request.inputs[0].shape[:] = [5, 7]
+    code, details = _status(lambda: v2stub.ModelInfer(request, metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not fit [N, 1500]" in details
+    request.inputs[0].shape[:] = [5, 1500]
+    request.outputs.add(name="nope")
+    code, details = _status(lambda: v2stub.ModelInfer(request, metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "'nope' not produced" in details
+    code, details = _status(lambda: v2stub.ModelMetadata(v2.ModelMetadataRequest(name="other"), metadata=META))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+TRITON_CLIENT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tc
+
+url, name, data = sys.argv[1], sys.argv[2], sys.argv[3]
+headers = {"application": "prediction"}
+client = tc.InferenceServerClient(url=url)
+x = np.load(data)
+out = {"live": client.is_server_live(headers=headers), "ready": client.is_server_ready(headers=headers),
+       "model_ready": client.is_model_ready(name, "1", headers=headers),
+       "server": client.get_server_metadata(headers=headers, as_json=True),
+       "metadata": client.get_model_metadata(name, headers=headers, as_json=True)}
+inp = tc.InferInput("expression", list(x.shape), "FP32")
+inp.set_data_from_numpy(x)
+result = client.infer(name, [inp], model_version="1", headers=headers)
+out["histology"] = result.as_numpy("histology_probabilities").tolist()
+out["features"] = result.as_numpy("feature_probabilities").tolist()
+print(json.dumps(out))
+"""
+
+
+def test_stock_tritonclient_in_its_own_process(channel, serve_grpc: int, registry: Path, test_x: np.ndarray, tmp_path: Path) -> None:
+    data = tmp_path / "x.npy"
+    np.save(data, test_x[:8])
+    proc = subprocess.run([sys.executable, "-c", TRITON_CLIENT, f"127.0.0.1:{serve_grpc}", NAME, str(data)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["live"] and out["ready"] and out["model_ready"]
+    assert out["server"]["name"] == "radiogenomics"
+    meta = out["metadata"]
+    assert meta["name"] == NAME and meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "expression", "datatype": "FP32", "shape": ["-1", "1500"]}]
+    assert [o["name"] for o in meta["outputs"]] == ["histology_probabilities", "feature_probabilities"]
+    expected = load_model(registry / NAME / "1").predict(test_x[:8])
+    np.testing.assert_allclose(out["histology"], expected.histology, atol=1e-6)
+    np.testing.assert_allclose(out["features"], expected.features, atol=1e-6)
+
+
+def test_health_and_reflection(channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "radiogenomics.v1.PredictionService", "inference.GRPCInferenceService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service), metadata=META).status == health_pb2.HealthCheckResponse.SERVING
+    code, _ = _status(lambda: health.Check(health_pb2.HealthCheckRequest(service="nope.Service"), metadata=META))
+    assert code == grpc.StatusCode.NOT_FOUND
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"radiogenomics.v1.PredictionService", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
+
+
+def test_not_ready_until_the_model_is_loaded(serve_grpc: int, registry: Path) -> None:
+    from ray import serve
+
+    app = "prediction-late"
+    deploying = threading.Thread(target=serve.run, args=(prediction_app(PredictionConfig(registry=registry, model=NAME)),),
+                                 kwargs={"name": app, "route_prefix": f"/{app}"})
+    deploying.start()
+    meta = (("application", app),)
+    seen = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), metadata=meta, timeout=2).status
+                except grpc.RpcError as exc:
+                    status = exc.code()
+                seen.append(status)
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                time.sleep(0.05)
+    finally:
+        deploying.join()
+        serve.delete(app)
+    assert seen[0] != health_pb2.HealthCheckResponse.SERVING and seen[-1] == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_new_version_swapped_in_under_load_without_failures(serve_grpc: int, registry: Path, test_x: np.ndarray) -> None:
+    from ray import serve
+
+    app = "prediction-swap"
+    meta = (("application", app),)
+    serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1"])), name=app, route_prefix=f"/{app}")
+    request = prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:4]))
+    stop = threading.Event()
+    versions_seen: list[str] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+            s = prediction_pb2_grpc.PredictionServiceStub(ch)
+            while not stop.is_set():
+                try:
+                    versions_seen.append(s.PredictBatch(request, metadata=meta, timeout=30).model.version)
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code()}: {exc.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        before = len(versions_seen)
+        serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1", "2"])), name=app, route_prefix=f"/{app}")
+        deadline = time.monotonic() + 60
+        while "2" not in versions_seen[before:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+                s = prediction_pb2_grpc.PredictionServiceStub(ch)
+                old = s.PredictBatch(prediction_pb2.PredictBatchRequest(model=common_pb2.ModelRef(version="1"), profiles=request.profiles),
+                                     metadata=meta)
+        finally:
+            serve.delete(app)
+    assert not failures, failures[:3]
+    assert before > 10 and versions_seen[:before].count("1") == before
+    assert versions_seen[-1] == "2" and old.model.version == "1"
+
+
+def test_serve_command_starts_a_local_ray_and_stops_on_sigterm(registry: Path, test_x: np.ndarray, tmp_path: Path) -> None:
+    """`radiogenomics serve` in its own process: its own Ray on loopback, ready line, a prediction, clean stop."""
+    import os
+    import signal
+
+    from tests.conftest import free_port
+
+    port, metrics = free_port(), free_port()
+    cli = str(Path(sys.executable).parent / "radiogenomics")
+    proc = subprocess.Popen([cli, "serve", str(registry / NAME), "--grpc-port", str(port), "--metrics-port", str(metrics)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    try:
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] and ready["versions"] == ["1", "2"] and ready["grpc_port"] == port
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+            answer = prediction_pb2_grpc.PredictionServiceStub(ch).Predict(
+                prediction_pb2.PredictRequest(profile=_dense(test_x[:1])[0]))
+            assert answer.model.version == "2"
+        import urllib.request
+
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+        assert "ray_serve_" in scraped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
