@@ -10,6 +10,7 @@ concurrent clients (asyncio gRPC clients in this process, one dense profile per 
   model   the model's own batched forward pass in this process (the compute limit; batch = the
           client count, latency = one batch)
 
+Also: one client sending PredictBatch requests of 32 profiles through Serve (client-side batching).
 Printed: profiles/s, p50 and p99 latency (ms), and the ratios serve/plain.
 Goals: serve p50 at 1 client < 20 ms; serve throughput at 32 clients >= 50 % of plain.
 
@@ -61,7 +62,7 @@ import grpc
 from radiogenomics.prediction import ModelShelf, Profile, assemble, MissingGenes
 from radiogenomics.training.selection import set_threads
 from services.pb.radiogenomics.v1 import prediction_pb2, prediction_pb2_grpc
-from services.prediction import _predictions, _profile, _model_ref
+from services.prediction import _predictions, profile_from_message, _model_ref
 
 registry, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 set_threads(1)
@@ -71,7 +72,7 @@ shelf.load()
 class Plain(prediction_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         model = shelf.get(request.model.name, request.model.version)
-        inputs = assemble(model, [_profile(request.profile)], MissingGenes.REJECT, where="profile")
+        inputs = assemble(model, [profile_from_message(request.profile)], MissingGenes.REJECT, where="profile")
         preds = model.predict(inputs.x)
         return prediction_pb2.PredictResponse(prediction=_predictions(model, preds, inputs, [request.profile.profile_id])[0],
                                               model=_model_ref(model))
@@ -88,16 +89,20 @@ asyncio.run(main())
 '''
 
 
-async def _load(target: str, metadata, requests: list, clients: int, seconds: float) -> tuple[float, np.ndarray]:
-    """`clients` concurrent callers for `seconds`; returns profiles/s and latencies (s)."""
+async def _load(target: str, metadata, requests: list, clients: int, seconds: float, per_request: int = 1) -> tuple[float, np.ndarray]:
+    """`clients` concurrent callers for `seconds`; returns profiles/s and latencies (s).
+
+    `per_request` > 1: the requests are PredictBatchRequest messages of that many profiles.
+    """
     import grpc
 
     from services.pb.radiogenomics.v1 import prediction_pb2_grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
         stub = prediction_pb2_grpc.PredictionServiceStub(channel)
+        call = stub.Predict if per_request == 1 else stub.PredictBatch
         for r in requests[:3]:  # warm-up
-            await stub.Predict(r, metadata=metadata)
+            await call(r, metadata=metadata)
         latencies: list[float] = []
         stop_at = time.perf_counter() + seconds
 
@@ -105,14 +110,14 @@ async def _load(target: str, metadata, requests: list, clients: int, seconds: fl
             i = k
             while time.perf_counter() < stop_at:
                 start = time.perf_counter()
-                await stub.Predict(requests[i % len(requests)], metadata=metadata)
+                await call(requests[i % len(requests)], metadata=metadata)
                 latencies.append(time.perf_counter() - start)
                 i += clients
 
         began = time.perf_counter()
         await asyncio.gather(*(caller(k) for k in range(clients)))
         elapsed = time.perf_counter() - began
-    return len(latencies) / elapsed, np.asarray(latencies)
+    return per_request * len(latencies) / elapsed, np.asarray(latencies)
 
 
 def bench_model(folder: Path, x: np.ndarray, seconds: float) -> dict[int, tuple[float, float, float]]:
@@ -181,6 +186,9 @@ def main() -> int:
             for n in LEVELS:
                 rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", "prediction"),), requests, n, args.seconds))
                 results["serve"][n] = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+            batch = [prediction_pb2.PredictBatchRequest(profiles=[r.profile for r in requests[k:k + 32]]) for k in (0, 32)]
+            rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", "prediction"),), batch, 1, args.seconds, 32))
+            batched = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -190,6 +198,7 @@ def main() -> int:
         for path in ("serve", "plain", "model"):
             rate, p50, p99 = results[path][n]
             print(f"{n:>7} | {path:<6} | {rate:>10.1f} | {p50 * 1e3:>7.2f} | {p99 * 1e3:>7.2f}")
+    print(f"serve, 1 client sending PredictBatch of 32: {batched[0]:.1f} profiles/s, p50 {batched[1] * 1e3:.1f} ms per batch")
     for n in LEVELS:
         ratio = results["serve"][n][0] / results["plain"][n][0]
         print(f"{n:>2} clients: serve/plain throughput {ratio:.2f}x, serve/model {results['serve'][n][0] / results['model'][n][0]:.2f}x")

@@ -26,8 +26,8 @@ from radiogenomics.synth.generator import gene_set_scores
 
 #: Stages still to land, with the issue that tracks each.
 PENDING = {
-    "serve predictions over gRPC": 5,
-    "gene masking job against the planted truth": 6,
+    "start the Serve app and call every gRPC service (extraction, prediction, masking job) from the demo": 7,
+    "masking results against the planted truth in the report, heatmap": 7,
     "one Serve app, metrics, deployment files": 7,
 }
 

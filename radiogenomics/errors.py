@@ -34,7 +34,3 @@ class CohortError(InputError):
 
 class GeneSetError(InputError):
     """A gene-set library (GMT) is invalid."""
-
-
-class NotBuiltYet(RadiogenomicsError):
-    """A CLI verb whose capability has not landed yet."""

@@ -60,3 +60,20 @@ async def answer(context: object, method: str, work: Callable[[str], Awaitable[T
             context.set_code(code)
             context.set_details(details)
         return empty
+
+
+class StreamEnded(Exception):
+    """Ends a response stream after its gRPC status has been set on the context.
+
+    Serve sends a stream's status only when the generator raises; the code set first is kept.
+    """
+
+
+async def end_stream(context: object, method: str, exc: Exception) -> None:
+    """Set the status for `exc` (as `answer` would) and end the stream."""
+
+    async def work(request_id: str) -> None:
+        raise exc
+
+    await answer(context, method, work, None)
+    raise StreamEnded(f"{method} ended with an error") from None

@@ -27,7 +27,7 @@ from radiogenomics.registry import LoadedModel
 from radiogenomics.training.selection import set_threads
 from radiogenomics.training.targets import Predictions
 from services import health
-from services.errors import answer, new_request_id
+from services.errors import answer, end_stream, new_request_id
 from services.wire import packed_float32
 from services.pb.inference import grpc_predict_v2_pb2 as v2
 from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
@@ -63,9 +63,11 @@ class DeploymentOptions(BaseModel):
     autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config; replaces num_replicas")
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(128, ge=1, description="must be >= max_batch_size for batches to fill")
+    access_log: bool = Field(False, description="Serve's per-request access log (costs ~1 ms a request; the audit log is separate)")
 
 
-def _profile(message: common_pb2.ExpressionProfile) -> Profile:
+def profile_from_message(message: common_pb2.ExpressionProfile) -> Profile:
+    """The core's view of a wire profile (checked later, by `assemble`)."""
     kind = message.WhichOneof("values")
     if kind == "dense":
         return Profile(message.profile_id, dense=packed_float32(message.dense, "values"))
@@ -151,7 +153,7 @@ class PredictionServer:
     async def _predict_many(self, request: prediction_pb2.PredictBatchRequest, request_id: str, where: str) -> prediction_pb2.PredictBatchResponse:
         started = time.perf_counter()
         model = self._model(request.model)
-        profiles = [_profile(p) for p in request.profiles]
+        profiles = [profile_from_message(p) for p in request.profiles]
         inputs = assemble(model, profiles, _POLICIES.get(request.missing_genes, MissingGenes.REJECT),
                           max_profiles=self.config.max_batch_profiles, where=where)
         preds = await self._batched((model, inputs.x))
@@ -185,9 +187,7 @@ class PredictionServer:
                 yield await self._predict_many(request, f"{request_id}-{chunk}", f"chunk {chunk}: profiles")
                 chunk += 1
         except Exception as exc:  # noqa: BLE001 - a bad chunk ends the stream with its status, the replica survives
-            await answer(grpc_context, "PredictStream", _raiser(exc), None)
-            # Serve sends a stream's status only when the generator raises; the code set above is kept.
-            raise StreamEnded(f"PredictStream ended at chunk {chunk}") from None
+            await end_stream(grpc_context, "PredictStream", exc)
 
     async def GetModelInfo(self, request: prediction_pb2.GetModelInfoRequest, grpc_context=None) -> prediction_pb2.ModelInfo:
         async def work(request_id: str) -> prediction_pb2.ModelInfo:
@@ -288,17 +288,6 @@ class PredictionServer:
             yield status
 
 
-class StreamEnded(Exception):
-    """Ends a response stream after its gRPC status has been set on the context."""
-
-
-def _raiser(exc: Exception):
-    async def work(request_id: str):
-        raise exc
-
-    return work
-
-
 def _v2_input(request: v2.ModelInferRequest, n_genes: int) -> np.ndarray:
     """The single FP32 input tensor as an (N, genes) array, from raw bytes or typed contents."""
     if len(request.inputs) != 1 or request.inputs[0].name != V2_INPUT:
@@ -335,5 +324,6 @@ def prediction_app(config: PredictionConfig | dict, options: DeploymentOptions |
     scaling: dict[str, Any] = {"autoscaling_config": opts.autoscaling} if opts.autoscaling else {"num_replicas": opts.num_replicas}
     return PredictionServer.options(
         ray_actor_options={"num_cpus": opts.num_cpus}, max_ongoing_requests=opts.max_ongoing_requests,
-        user_config=cfg.model_dump(mode="json"), **scaling,
+        user_config=cfg.model_dump(mode="json"), logging_config={"enable_access_log": opts.access_log},
+        **scaling,
     ).bind()

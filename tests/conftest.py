@@ -37,6 +37,33 @@ def paper_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+SMALL_MODEL = "nsclc"
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic cohort (90 + 40 patients, 1,500 genes, 6 features) with its gene_sets.gmt and truth."""
+    from radiogenomics.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("small") / "cohort"
+    generate(SynthConfig(out=out, hallmark_gmt=HALLMARK_GMT, n_train=90, n_test=40, n_genes=1500, n_features=6), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_registry(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with two real versions ("1", "2") of SMALL_MODEL, fitted with different seeds."""
+    from radiogenomics.cohort import load_cohort
+    from radiogenomics.training.direct import fit_and_export
+    from radiogenomics.training.network import NetConfig
+
+    root = tmp_path_factory.mktemp("registry")
+    cohort = load_cohort(small_cohort / "train")
+    for seed in (0, 1):
+        fit_and_export(cohort, root, SMALL_MODEL, NetConfig(widths=(32,)), epochs=8, seed=seed)
+    return root
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     import socket
@@ -63,13 +90,14 @@ def serve_grpc(ray_local):
     from ray import serve
     from ray.serve.config import gRPCOptions
 
+    from services.masking import SERVICER as MASKING_SERVICER
     from services.prediction import SERVICERS as PREDICTION_SERVICERS
     from services.radiomics import SERVICER as RADIOMICS_SERVICER
 
     port = free_port()
     serve.start(
         http_options={"host": "127.0.0.1", "port": free_port()},
-        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[RADIOMICS_SERVICER, *PREDICTION_SERVICERS], request_timeout_s=300),
+        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[RADIOMICS_SERVICER, *PREDICTION_SERVICERS, MASKING_SERVICER], request_timeout_s=300),
     )
     yield port
     serve.shutdown()

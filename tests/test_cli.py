@@ -42,19 +42,6 @@ def test_every_verb_has_help(verb: str) -> None:
     assert result.returncode == 0 and f"radiogenomics {verb}" in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("args", "issue"),
-    [
-        (["mask", "model", "cohort", "--out", "r.csv"], 6),
-    ],
-)
-def test_verbs_not_built_yet_say_so(args: list[str], issue: int) -> None:
-    result = run(*args)
-    line = _one_line_error(result)
-    assert result.returncode == 3
-    assert "not built yet" in line and f"issue #{issue}" in line
-
-
 def test_serve_refuses_a_missing_model_in_one_line(tmp_path: Path) -> None:
     result = run("serve", str(tmp_path / "nowhere"))
     line = _one_line_error(result)

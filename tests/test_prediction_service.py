@@ -16,34 +16,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from radiogenomics.cohort import load_cohort
 from radiogenomics.registry import load_model
-from radiogenomics.synth import SynthConfig, generate
-from radiogenomics.training.direct import fit_and_export
-from radiogenomics.training.network import NetConfig
 from services.pb.inference import grpc_predict_v2_pb2 as v2
 from services.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2, prediction_pb2_grpc
 from services.prediction import PredictionConfig, prediction_app
+from tests.conftest import SMALL_MODEL
 
 APP = "prediction"
 META = (("application", APP),)
-NAME = "nsclc"
+NAME = SMALL_MODEL
 
 
 @pytest.fixture(scope="module")
-def cohort_dir(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> Path:
-    out = tmp_path_factory.mktemp("predict") / "cohort"
-    generate(SynthConfig(out=out, hallmark_gmt=hallmark_gmt, n_train=90, n_test=40, n_genes=1500, n_features=6), progress=False)
-    return out
+def cohort_dir(small_cohort: Path) -> Path:
+    return small_cohort
 
 
 @pytest.fixture(scope="module")
-def registry(cohort_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two real versions of one model, fitted with different seeds."""
-    root = tmp_path_factory.mktemp("registry")
-    cohort = load_cohort(cohort_dir / "train")
-    for seed in (0, 1):
-        fit_and_export(cohort, root, NAME, NetConfig(widths=(32,)), epochs=8, seed=seed)
-    return root
+def registry(small_registry: Path) -> Path:
+    return small_registry
 
 
 @pytest.fixture(scope="module")
@@ -279,9 +270,13 @@ def test_health_and_reflection(channel) -> None:
     assert {"radiogenomics.v1.PredictionService", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
 
 
-def test_not_ready_until_the_model_is_loaded(serve_grpc: int, registry: Path) -> None:
+def test_not_ready_until_the_model_is_loaded(channel, serve_grpc: int, registry: Path) -> None:
     from ray import serve
 
+    # With a single application Serve's proxy routes every request to it whatever `application`
+    # says; a second one makes the routing strict, so the probe below reaches only the new app.
+    serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1"])), name="prediction-other",
+              route_prefix="/prediction-other")
     app = "prediction-late"
     deploying = threading.Thread(target=serve.run, args=(prediction_app(PredictionConfig(registry=registry, model=NAME)),),
                                  kwargs={"name": app, "route_prefix": f"/{app}"})
@@ -304,6 +299,7 @@ def test_not_ready_until_the_model_is_loaded(serve_grpc: int, registry: Path) ->
     finally:
         deploying.join()
         serve.delete(app)
+        serve.delete("prediction-other")
     assert seen[0] != health_pb2.HealthCheckResponse.SERVING and seen[-1] == health_pb2.HealthCheckResponse.SERVING
 
 
