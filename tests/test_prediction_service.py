@@ -373,7 +373,10 @@ def test_serve_command_starts_a_local_ray_and_stops_on_sigterm(registry: Path, t
             assert answer.model.version == "2"
         import urllib.request
 
-        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+        scraped, deadline = "", time.monotonic() + 60  # Ray exports metrics every few seconds
+        while "ray_serve_" not in scraped and time.monotonic() < deadline:
+            time.sleep(1)
+            scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
         assert "ray_serve_" in scraped
     finally:
         proc.send_signal(signal.SIGTERM)
