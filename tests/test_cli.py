@@ -119,6 +119,13 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     radiomic = [v["auc"] for k, v in metrics.items() if not k.startswith("histology:")]
     assert np.mean(radiomic) > 0.55  # planted programs drive most features: well above chance even at demo budget
     assert "The selected network against the baselines" in report and "logistic_l2" in report
+    # Gene masking of the test cohort: results for every output, planted sets placed against the truth.
+    masking = json.loads((out / "report.json").read_text())["masking"]
+    table = pd.read_csv(out / "masking" / "results.csv")
+    assert set(table["output"]) == set(metrics) and table["q_value"].between(0, 1).all()
+    assert masking["planted"] and "Gene masking against the planted truth" in report
+    hypoxia = next(r for r in masking["planted"] if r["gene_set"] == "HALLMARK_HYPOXIA" and r["output"] == "histology:SCC")
+    assert hypoxia["best_decoy_rank"] is None or hypoxia["rank"] < hypoxia["best_decoy_rank"]
     # An unrelated non-empty directory is refused (an earlier demo's output would be replaced).
     other = tmp_path / "other"
     other.mkdir()
