@@ -214,7 +214,7 @@ def test_jobs_survive_a_restart_and_an_interrupted_job_resumes(service, small_re
 
     stub, settings = service
     request = masking_pb2.SubmitJobRequest(model=common_pb2.ModelRef(name=SMALL_MODEL), cohort_path="test", library="small",
-                                           null_sets=1500, seed=3)
+                                           null_sets=10_000, seed=3)  # ~150,000 evaluations: still running at the cut
     job = stub.SubmitJob(request, metadata=META)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -224,12 +224,16 @@ def test_jobs_survive_a_restart_and_an_interrupted_job_resumes(service, small_re
             break
         time.sleep(0.2)
     serve.delete(APP)  # the replica dies mid-job
+    from radiogenomics.jobs import JobState, JobStore
+
+    cut = JobStore(settings["data_dir"]).get(job.job_id)  # what the store holds with no service running
+    assert cut.state == JobState.RUNNING and 1 <= cut.chunks_done < cut.chunks_total, cut
     _deploy(**settings)
     final = _wait(stub, job.job_id)[-1]
     assert final.state == masking_pb2.SUCCEEDED, final.error
-    assert now.state == masking_pb2.RUNNING and 1 <= now.chunks_done < now.chunks_total  # really interrupted
     assert final.attempts == 2
-    expected = _reference(small_registry, small_cohort / "test", gmt, MaskingOptions(n_nulls=1500, seed=3))
+    expected = _reference(small_registry, small_cohort / "test", gmt, MaskingOptions(n_nulls=10_000, seed=3))
     _same(_all_results(stub, job.job_id, page_size=500), expected)
-    jobs = [j.job_id for j in stub.ListJobs(masking_pb2.ListJobsRequest(), metadata=META).jobs]
-    assert job.job_id in jobs and len(jobs) >= 3  # the earlier jobs are still listed after the restart
+    listed = [j.job_id for j in stub.ListJobs(masking_pb2.ListJobsRequest(), metadata=META).jobs]
+    stored = [r.id for r in JobStore(settings["data_dir"]).list(limit=10_000)]
+    assert listed == stored and job.job_id in listed  # every job stored before the restart is still listed
