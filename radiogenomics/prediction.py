@@ -130,13 +130,15 @@ def assemble(model: LoadedModel, profiles: Sequence[Profile], policy: MissingGen
     return ModelInput(x=x, imputed=imputed, unknown=unknown)
 
 
-def matrix_input(values: np.ndarray, model: LoadedModel, where: str) -> ModelInput:
+def matrix_input(values: np.ndarray, model: LoadedModel, where: str, max_rows: int | None = None) -> ModelInput:
     """An (n, genes) float32 matrix (the v2 protocol's tensor) checked like dense profiles."""
     x = np.asarray(values, dtype=np.float32)
     n = len(model.genes)
     if x.ndim != 2 or x.shape[1] != n or x.shape[0] == 0:
         raise InputError(f"{where}: shape {list(x.shape)} does not fit [N, {n}] (N >= 1 profiles, one column per "
                          "model gene in ModelMetadata's order)")
+    if max_rows is not None and len(x) > max_rows:
+        raise LimitExceeded(f"{where}: {len(x)} rows exceed the limit of {max_rows} per request; split the batch")
     _finite(x.ravel(), where)
     zeros = np.zeros(len(x), dtype=np.int32)
     return ModelInput(x=x, imputed=zeros, unknown=zeros.copy())

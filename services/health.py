@@ -35,10 +35,11 @@ async def watch(readiness: Callable[[], dict[str, bool]], request: health_pb2.He
     """The current status, then every change, until the client goes away."""
     last = None
     while True:
-        status = check(readiness(), request, None)
-        if request.service and request.service not in readiness():
+        current = readiness()
+        if request.service and request.service not in current:
             yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
             return
+        status = check(current, request, None)
         if status.status != last:
             last = status.status
             yield status

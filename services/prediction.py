@@ -21,7 +21,7 @@ from ray import serve
 from ray.serve.grpc_util import gRPCInputStream
 
 from radiogenomics import __version__
-from radiogenomics.errors import InputError, LimitExceeded
+from radiogenomics.errors import InputError
 from radiogenomics.prediction import MissingGenes, ModelInput, ModelShelf, Profile, assemble, matrix_input, predicted_classes
 from radiogenomics.registry import LoadedModel
 from radiogenomics.training.selection import set_threads
@@ -102,10 +102,6 @@ def _predictions(model: LoadedModel, preds: Predictions, inputs: ModelInput, ids
     return out
 
 
-def _forward(model: LoadedModel, x: np.ndarray) -> Predictions:
-    return model.predict(x)
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 class PredictionServer:
     """Deployment whose method names are the RPCs of PredictionService, GRPCInferenceService and Health."""
@@ -136,7 +132,7 @@ class PredictionServer:
         for members in groups.values():
             model = items[members[0]][0]
             x = np.concatenate([items[i][1] for i in members])
-            preds = await asyncio.to_thread(_forward, model, x)
+            preds = await asyncio.to_thread(model.predict, x)
             start = 0
             for i in members:
                 n = len(items[i][1])
@@ -249,10 +245,7 @@ class PredictionServer:
         async def work(request_id: str) -> v2.ModelInferResponse:
             model = self._v2_model(request.model_name, request.model_version)
             x = _v2_input(request, len(model.genes))
-            inputs = matrix_input(x, model, f"inputs[{V2_INPUT!r}]")
-            if len(inputs.x) > self.config.max_batch_profiles:
-                raise LimitExceeded(f"inputs[{V2_INPUT!r}]: {len(inputs.x)} rows exceed the limit of "
-                                    f"{self.config.max_batch_profiles} per request; split the batch")
+            inputs = matrix_input(x, model, f"inputs[{V2_INPUT!r}]", max_rows=self.config.max_batch_profiles)
             preds = await self._batched((model, inputs.x))
             tensors = {V2_FEATURES: (preds.features, list(model.spec.features))}
             if preds.histology is not None:

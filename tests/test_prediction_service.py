@@ -214,6 +214,10 @@ def test_v2_protocol_and_errors(channel, registry: Path, test_x: np.ndarray) -> 
     request.outputs.add(name="nope")
     code, details = _status(lambda: v2stub.ModelInfer(request, metadata=META))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "'nope' not produced" in details
+    too_big = v2.ModelInferRequest(model_name=NAME, raw_input_contents=[np.zeros((65, 1500), dtype="<f4").tobytes()])
+    too_big.inputs.add(name="expression", datatype="FP32", shape=[65, 1500])
+    code, details = _status(lambda: v2stub.ModelInfer(too_big, metadata=META))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "65 rows exceed the limit of 64" in details
     code, details = _status(lambda: v2stub.ModelMetadata(v2.ModelMetadataRequest(name="other"), metadata=META))
     assert code == grpc.StatusCode.NOT_FOUND
 
