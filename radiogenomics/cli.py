@@ -143,8 +143,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     run = importlib.import_module("services.run")  # services sit above the core; imported only here
-    return run.serve_forever(run.ServeOptions(model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-                                              address=args.address, max_batch_profiles=args.max_batch_profiles))
+    return run.serve_forever(run.ServeOptions(
+        model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port, address=args.address,
+        max_batch_profiles=args.max_batch_profiles, jobs_dir=args.jobs_dir, data_root=args.data_root,
+        gene_sets=dict(args.gene_sets or [])))
+
+
+def _named_file(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE (e.g. hallmark=h.all.v2024.1.Hs.symbols.gmt)")
+    return name, Path(path)
 
 
 def _cmd_mask(args: argparse.Namespace) -> int:
@@ -276,13 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_mask)
 
     p = verbs.add_parser("serve", help="serve the gRPC services on Ray Serve",
-                         description="Serve PredictionService, the KServe/Triton v2 protocol and grpc.health.v1 for a "
-                                     "model on Ray Serve (a local Ray on 127.0.0.1 unless --address). Prints a JSON line "
-                                     "when ready; Ctrl-C or SIGTERM stops.")
+                         description="Serve the radiogenomics app on Ray Serve (a local Ray on 127.0.0.1 unless "
+                                     "--address): RadiomicsService, PredictionService, the KServe/Triton v2 protocol, "
+                                     "MaskingService and grpc.health.v1 on one gRPC port. Prints a JSON line when ready; "
+                                     "Ctrl-C or SIGTERM stops.")
     p.add_argument("model", type=Path, help="<registry>/<name>/<version> (that version) or <registry>/<name> (every version)")
     p.add_argument("--grpc-port", type=int, default=9000, help="gRPC port of Serve's proxy (default 9000)")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of a local Ray (default 8080)")
     p.add_argument("--max-batch-profiles", type=_positive_int, default=1024, help="profiles per request (default 1024)")
+    p.add_argument("--jobs-dir", type=Path, default=Path("radiogenomics-jobs"),
+                   help="masking job store (SQLite + job inputs; default ./radiogenomics-jobs)")
+    p.add_argument("--data-root", type=Path, help="folder ExtractFromPath and cohort_path jobs may read (default: none)")
+    p.add_argument("--gene-sets", type=_named_file, action="append", metavar="NAME=GMT",
+                   help="a gene-set library masking clients may name, e.g. hallmark=h.all.gmt (repeatable)")
     p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
     p.set_defaults(run=_cmd_serve)
 

@@ -150,6 +150,12 @@ class JobStore:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", tuple(s.value for s in ACTIVE)).fetchone()[0]
 
+    def state_counts(self) -> dict[JobState, int]:
+        """Jobs per state (every state present, zeros included)."""
+        with self._connect() as db:
+            rows = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {state: int(rows.get(state.value, 0)) for state in JobState}
+
     def unfinished(self) -> list[JobRecord]:
         """Queued or running jobs, oldest first: what a (re)started service must run."""
         return sorted(self.list(ACTIVE, limit=1_000_000), key=lambda r: (r.created, r.id))

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 SERVICER = "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server"
+DESCRIPTOR = health_pb2.DESCRIPTOR.services_by_name["Health"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

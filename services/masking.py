@@ -37,7 +37,10 @@ from radiogenomics.masking.run import kernel_for
 from radiogenomics.masking.library import check_library
 from radiogenomics.prediction import MissingGenes, assemble
 from radiogenomics.registry import LoadedModel, load_model, resolve
+from services import metrics
+from services.edge import edge
 from services.errors import Precondition, answer, end_stream
+from services.forwarding import Forwardable
 from services.pb.radiogenomics.v1 import common_pb2, masking_pb2
 from services.prediction import profile_from_message
 
@@ -56,6 +59,7 @@ class MaskingConfig(BaseModel):
     """Settings of the masking deployment."""
 
     registry: Path = Field(description="model registry folder")
+    default_model: str | None = Field(None, description="model used when a job names none (the app sets the served model)")
     data_dir: Path = Field(description="job store: jobs.sqlite and each job's inputs")
     data_root: Path | None = Field(None, description="cohort_path requests read only under this folder; None disables them")
     libraries: dict[str, Path] = Field(default_factory=dict, description="named GMT files clients may ask for, e.g. hallmark")
@@ -66,7 +70,7 @@ class MaskingConfig(BaseModel):
     max_nulls: int = Field(10_000, ge=1)
     chunk_sets: int = Field(512, ge=1, description="gene sets (observed + null) per Ray task")
     tasks_in_flight: int = Field(2, ge=1, description="chunk tasks submitted at once per job")
-    task_cpus: float = Field(1.0, ge=0, description="CPUs per chunk task")
+    task_cpus: float = Field(0.5, ge=0, description="CPUs per chunk task (0.5: fits beside the other deployments on 2 cores)")
     task_retries: int = Field(2, ge=0, description="retries of a chunk whose worker died")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved by the replica itself (the work runs in tasks)")
 
@@ -96,8 +100,12 @@ def _gmt_error(exc: GeneSetError, path: Path) -> GeneSetError:
     return GeneSetError(str(exc).replace(f"{path}: ", "gene_sets.gmt_text: ").replace(str(path), "gene_sets.gmt_text"))
 
 
+SERVICE = masking_pb2.DESCRIPTOR.services_by_name["MaskingService"]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
-class MaskingServer:
+@edge(SERVICE)
+class MaskingServer(Forwardable):
     """Deployment whose method names are the RPCs of `radiogenomics.v1.MaskingService`."""
 
     async def __init__(self, config: dict) -> None:
@@ -110,6 +118,7 @@ class MaskingServer:
     # -- inputs ----------------------------------------------------------------------------------
 
     def _model(self, name: str, version: str) -> LoadedModel:
+        name = name or self.config.default_model or ""
         if not name:
             raise InputError("model.name is required; name a model in the server's registry")
         try:
@@ -255,9 +264,14 @@ class MaskingServer:
 
     # -- the runner ------------------------------------------------------------------------------
 
+    def _report_jobs(self) -> None:
+        for state, count in self.store.state_counts().items():
+            metrics.masking_jobs().set(count, tags={"state": state.value})
+
     async def _run_forever(self) -> None:
         while True:
             try:
+                await asyncio.to_thread(self._report_jobs)
                 jobs = await asyncio.to_thread(self.store.unfinished)
                 if jobs:
                     await self._run(jobs[0])
@@ -294,6 +308,7 @@ class MaskingServer:
             task = _chunk_task.options(num_cpus=self.config.task_cpus, max_retries=self.config.task_retries)
             in_flight: dict[ray.ObjectRef, int] = {}
             while pending or in_flight:
+                metrics.masking_queue().set(len(pending) + len(in_flight))
                 if (await asyncio.to_thread(self.store.get, job_id)).cancel_requested:
                     for ref in in_flight:
                         ray.cancel(ref, force=True)
@@ -307,6 +322,8 @@ class MaskingServer:
                     index = in_flight.pop(ref)
                     aucs = await ref
                     await asyncio.to_thread(self.store.save_chunk, job_id, index, aucs, len(aucs) * data.n_patients)
+                    metrics.masked_evaluations().inc(len(aucs) * data.n_patients, tags={"mode": options.mode.value})
+            metrics.masking_queue().set(0)
             chunks = await asyncio.to_thread(self.store.chunks, job_id)
             baseline = unmasked_auc(model, data) if options.mode == MaskingMode.DROP else None
             table = await asyncio.to_thread(finish, plan, data, chunks, options, baseline)

@@ -26,7 +26,8 @@ from radiogenomics.prediction import MissingGenes, ModelInput, ModelShelf, Profi
 from radiogenomics.registry import LoadedModel
 from radiogenomics.training.selection import set_threads
 from radiogenomics.training.targets import Predictions
-from services import health
+from services import health, metrics
+from services.edge import edge
 from services.errors import answer, end_stream, new_request_id
 from services.wire import packed_float32
 from services.pb.inference import grpc_predict_v2_pb2 as v2
@@ -65,6 +66,16 @@ class DeploymentOptions(BaseModel):
     max_ongoing_requests: int = Field(128, ge=1, description="must be >= max_batch_size for batches to fill")
     access_log: bool = Field(False, description="Serve's per-request access log (costs ~1 ms a request; the audit log is separate)")
 
+    def options(self, config: PredictionConfig) -> dict[str, Any]:
+        """Serve deployment options for a replica serving `config` (checked against its batch size)."""
+        if self.max_ongoing_requests < config.max_batch_size:
+            raise InputError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
+                             f"({config.max_batch_size}) or batches never fill")
+        scaling = {"autoscaling_config": self.autoscaling} if self.autoscaling else {"num_replicas": self.num_replicas}
+        return {"ray_actor_options": {"num_cpus": self.num_cpus}, "max_ongoing_requests": self.max_ongoing_requests,
+                "user_config": config.model_dump(mode="json"), "logging_config": {"enable_access_log": self.access_log},
+                **scaling}
+
 
 def profile_from_message(message: common_pb2.ExpressionProfile) -> Profile:
     """The core's view of a wire profile (checked later, by `assemble`)."""
@@ -102,9 +113,11 @@ def _predictions(model: LoadedModel, preds: Predictions, inputs: ModelInput, ids
     return out
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
-class PredictionServer:
-    """Deployment whose method names are the RPCs of PredictionService, GRPCInferenceService and Health."""
+class PredictionService:
+    """Answers the RPCs of PredictionService, GRPCInferenceService and Health (method name = RPC name).
+
+    Deployed alone as `PredictionServer`, or as the app's gateway (`services.app.Gateway`).
+    """
 
     def __init__(self) -> None:
         self.config: PredictionConfig | None = None
@@ -119,7 +132,10 @@ class PredictionServer:
         await asyncio.to_thread(shelf.load, config.versions)
         self._batched.set_max_batch_size(config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        before = set(self.shelf.served) if self.shelf is not None else set()
         self.shelf, self.config = shelf, config
+        for version in before | set(shelf.served):
+            metrics.model_info().set(1 if version in shelf.served else 0, tags={"model": config.model, "version": version})
 
     # -- batching: every request's rows for one version go through one forward pass ---------------
 
@@ -132,6 +148,7 @@ class PredictionServer:
         for members in groups.values():
             model = items[members[0]][0]
             x = np.concatenate([items[i][1] for i in members])
+            metrics.batch_profiles().observe(len(x), tags={"model": model.name, "version": model.version})
             preds = await asyncio.to_thread(model.predict, x)
             start = 0
             for i in members:
@@ -281,6 +298,16 @@ class PredictionServer:
             yield status
 
 
+SERVICES = (prediction_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+            v2.DESCRIPTOR.services_by_name["GRPCInferenceService"], health.DESCRIPTOR)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@edge(*SERVICES)
+class PredictionServer(PredictionService):
+    """The prediction deployment on its own (its own Serve app); the full app uses the gateway."""
+
+
 def _v2_input(request: v2.ModelInferRequest, n_genes: int) -> np.ndarray:
     """The single FP32 input tensor as an (N, genes) array, from raw bytes or typed contents."""
     if len(request.inputs) != 1 or request.inputs[0].name != V2_INPUT:
@@ -311,12 +338,4 @@ def prediction_app(config: PredictionConfig | dict, options: DeploymentOptions |
     """The prediction Serve application (bind it with `serve.run(..., route_prefix=...)`)."""
     cfg = config if isinstance(config, PredictionConfig) else PredictionConfig.model_validate(config)
     opts = options if isinstance(options, DeploymentOptions) else DeploymentOptions.model_validate(options or {})
-    if opts.max_ongoing_requests < cfg.max_batch_size:
-        raise InputError(f"max_ongoing_requests ({opts.max_ongoing_requests}) must be >= max_batch_size "
-                         f"({cfg.max_batch_size}) or batches never fill")
-    scaling: dict[str, Any] = {"autoscaling_config": opts.autoscaling} if opts.autoscaling else {"num_replicas": opts.num_replicas}
-    return PredictionServer.options(
-        ray_actor_options={"num_cpus": opts.num_cpus}, max_ongoing_requests=opts.max_ongoing_requests,
-        user_config=cfg.model_dump(mode="json"), logging_config={"enable_access_log": opts.access_log},
-        **scaling,
-    ).bind()
+    return PredictionServer.options(**opts.options(cfg)).bind()

@@ -12,6 +12,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from ray import serve
@@ -20,7 +21,10 @@ from ray.serve.grpc_util import gRPCInputStream
 from radiogenomics.errors import InputError, LimitExceeded
 from radiogenomics.extraction.extract import Extraction, extract_files
 from radiogenomics.extraction.params import parse_params
+from services import metrics
+from services.edge import edge
 from services.errors import Precondition, answer
+from services.forwarding import Forwardable
 from services.pb.radiogenomics.v1 import common_pb2, radiomics_pb2
 
 SERVICER = "services.pb.radiogenomics.v1.radiomics_pb2_grpc.add_RadiomicsServiceServicer_to_server"
@@ -41,8 +45,19 @@ class RadiomicsConfig(BaseModel):
     data_root: Path | None = Field(None, description="ExtractFromPath reads only under this folder; None disables it")
     max_voxels: int = Field(64 * 1024 * 1024, ge=1, description="largest image accepted, in voxels")
     max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1, description="largest upload (image + mask), in bytes")
-    num_replicas: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per replica (pyradiomics is CPU-bound)")
+
+
+class RadiomicsDeployment(BaseModel):
+    """Replica resources and scaling of the radiomics deployment (Serve options, not its config)."""
+
+    num_replicas: int | None = Field(1, ge=1)
+    autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config; replaces num_replicas")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per replica (pyradiomics is CPU-bound)")
+    max_ongoing_requests: int = Field(4, ge=1, description="extractions in progress per replica")
+
+    def options(self) -> dict[str, Any]:
+        scaling = {"autoscaling_config": self.autoscaling} if self.autoscaling else {"num_replicas": self.num_replicas}
+        return {"ray_actor_options": {"num_cpus": self.num_cpus}, "max_ongoing_requests": self.max_ongoing_requests, **scaling}
 
 
 def _suffix(fmt: str, first_bytes: bytes) -> str:
@@ -82,8 +97,12 @@ def _response(result: Extraction, case_id: str, request_id: str, started: float)
     )
 
 
+SERVICE = radiomics_pb2.DESCRIPTOR.services_by_name["RadiomicsService"]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
-class RadiomicsServer:
+@edge(SERVICE)
+class RadiomicsServer(Forwardable):
     """Deployment whose method names are the RPC names of `radiogenomics.v1.RadiomicsService`."""
 
     def __init__(self, config: dict) -> None:
@@ -96,8 +115,11 @@ class RadiomicsServer:
     def _extract(self, image: Path, mask: Path, image_fmt: str | None, mask_fmt: str | None,
                  options: radiomics_pb2.ExtractionOptions) -> Extraction:
         params = parse_params(options.params_yaml, "options.params_yaml")
-        return extract_files(str(image), str(mask), params, image_format=image_fmt, mask_format=mask_fmt,
-                             max_voxels=self.config.max_voxels, **_options(options))
+        result = extract_files(str(image), str(mask), params, image_format=image_fmt, mask_format=mask_fmt,
+                               max_voxels=self.config.max_voxels, **_options(options))
+        metrics.extraction_seconds().observe(result.provenance.seconds)
+        metrics.extraction_voxels().observe(result.provenance.voxel_count)
+        return result
 
     async def ExtractUpload(self, request_stream: gRPCInputStream, grpc_context=None) -> radiomics_pb2.ExtractResponse:
         async def work(request_id: str) -> radiomics_pb2.ExtractResponse:
@@ -208,9 +230,8 @@ def _all_features(cls: str) -> list[str]:
     return sorted(n for n, deprecated in getFeatureClasses()[cls].getFeatureNames().items() if not deprecated)
 
 
-def radiomics_app(config: RadiomicsConfig | dict | None = None) -> serve.Application:
-    """The radiomics Serve application (bind it with `serve.run(..., route_prefix=...)`)."""
+def radiomics_app(config: RadiomicsConfig | dict | None = None,
+                  deployment: RadiomicsDeployment | None = None) -> serve.Application:
+    """The radiomics deployment alone as a Serve application (`serve.run(..., route_prefix=...)`)."""
     cfg = RadiomicsConfig.model_validate(config or {}) if not isinstance(config, RadiomicsConfig) else config
-    return RadiomicsServer.options(
-        num_replicas=cfg.num_replicas, ray_actor_options={"num_cpus": cfg.num_cpus},
-    ).bind(cfg.model_dump(mode="json"))
+    return RadiomicsServer.options(**(deployment or RadiomicsDeployment()).options()).bind(cfg.model_dump(mode="json"))

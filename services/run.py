@@ -1,4 +1,4 @@
-"""`radiogenomics serve`: start the gRPC services on Ray Serve and keep them up until stopped.
+"""`radiogenomics serve`: start the radiogenomics app on Ray Serve and keep it up until stopped.
 
 Joins a Ray cluster by address or starts a local Ray on 127.0.0.1. Ray Serve's gRPC proxy
 listens on all interfaces of the machine on `grpc_port` (Serve offers no bind address); put it
@@ -13,14 +13,17 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
 
-PREDICTION_APP = "prediction"
+APP_READY_TIMEOUT_S = 300
 
 
 @dataclass
@@ -30,6 +33,9 @@ class ServeOptions:
     metrics_port: int | None = 8080
     address: str | None = None
     max_batch_profiles: int = 1024
+    jobs_dir: Path = Path("radiogenomics-jobs")
+    data_root: Path | None = None
+    gene_sets: dict[str, Path] = field(default_factory=dict)
 
 
 def locate_model(model: Path) -> tuple[Path, str, list[str] | None]:
@@ -43,7 +49,8 @@ def locate_model(model: Path) -> tuple[Path, str, list[str] | None]:
                      "(<registry>/<name>) with versions; train one with `radiogenomics train`")
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -59,33 +66,82 @@ def _check_port(port: int, what: str) -> None:
             raise InputError(f"--{what}-port {port} is already in use; choose another port") from None
 
 
-def serve_forever(options: ServeOptions, stop: threading.Event | None = None) -> int:
-    """Start the services, print the ready line, block until `stop` is set or a signal arrives."""
+def app_config(options: ServeOptions):
+    """The `AppConfig` the command line describes (checked: model, folders, gene-set files)."""
+    from services.app import default_config
+
+    registry, name, wanted = locate_model(options.model)
+    if options.data_root is not None and not Path(options.data_root).is_dir():
+        raise InputError(f"--data-root {options.data_root} is not a folder")
+    for library, path in options.gene_sets.items():
+        if not Path(path).is_file():
+            raise InputError(f"--gene-sets {library}={path}: no such GMT file")
+    jobs = Path(options.jobs_dir).resolve()
+    try:
+        jobs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--jobs-dir {options.jobs_dir}: cannot create it ({exc.strerror})") from None
+    config = default_config(registry.resolve(), name, wanted, jobs,
+                            Path(options.data_root).resolve() if options.data_root else None,
+                            {k: Path(v).resolve() for k, v in options.gene_sets.items()})
+    config.prediction.max_batch_profiles = options.max_batch_profiles
+    return config
+
+
+@contextmanager
+def running_app(options: ServeOptions) -> Iterator[dict]:
+    """Serve the app inside the current (or a new local) Ray session; yields what the ready line says."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from services.prediction import SERVICERS, PredictionConfig, prediction_app
+    from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
-    registry, name, wanted = locate_model(options.model)
+    config = app_config(options)
     _check_port(options.grpc_port, "grpc")
     if options.metrics_port:
         _check_port(options.metrics_port, "metrics")
-    config = PredictionConfig(registry=registry.resolve(), model=name, versions=wanted,
-                              max_batch_profiles=options.max_batch_profiles)
-    stop = stop or threading.Event()
     with ray_session(options.address, metrics_export_port=options.metrics_port):
-        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
-            signal.signal(sig, lambda *_: stop.set())
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_loopback_port()},
+        serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
                     grpc_options=gRPCOptions(port=options.grpc_port, grpc_servicer_functions=SERVICERS))
         try:
-            serve.run(prediction_app(config), name=PREDICTION_APP, route_prefix=f"/{PREDICTION_APP}")
-            served = wanted or versions(registry, name)
-            print(json.dumps({"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
-                              "model": name, "versions": served, "applications": [PREDICTION_APP]}), flush=True)
-            print(f"serving {name} versions {', '.join(served)} over gRPC on port {options.grpc_port}; "
-                  "Ctrl-C stops", file=sys.stderr, flush=True)
-            stop.wait()
+            serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+            _wait_until_serving(options.grpc_port)
+            yield {"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
+                   "model": config.prediction.model,
+                   "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
+                   "application": APP_NAME, "jobs_dir": str(config.masking.data_dir)}
         finally:
             serve.shutdown()
+
+
+def _wait_until_serving(port: int) -> None:
+    """Block until grpc.health.v1 says every service is SERVING (the gateway probes the others)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + APP_READY_TIMEOUT_S
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise InputError(f"the app did not report SERVING within {APP_READY_TIMEOUT_S} s; see Ray's logs")
+            time.sleep(0.5)
+
+
+def serve_forever(options: ServeOptions, stop: threading.Event | None = None) -> int:
+    """Start the app, print the ready line, block until `stop` is set or a signal arrives."""
+    stop = stop or threading.Event()
+    app_config(options)  # a bad argument fails in one line before Ray starts
+    with running_app(options) as ready:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
+            signal.signal(sig, lambda *_: stop.set())
+        print(json.dumps(ready), flush=True)
+        print(f"serving {ready['model']} versions {', '.join(ready['versions'])} with radiomics and masking over gRPC "
+              f"on port {options.grpc_port}; Ctrl-C stops", file=sys.stderr, flush=True)
+        stop.wait()
     return 0

@@ -352,37 +352,3 @@ def test_new_version_swapped_in_under_load_without_failures(serve_grpc: int, reg
     assert not failures, failures[:3]
     assert before > 10 and versions_seen[:before].count("1") == before
     assert versions_seen[-1] == "2" and old.model.version == "1"
-
-
-def test_serve_command_starts_a_local_ray_and_stops_on_sigterm(registry: Path, test_x: np.ndarray, tmp_path: Path) -> None:
-    """`radiogenomics serve` in its own process: its own Ray on loopback, ready line, a prediction, clean stop."""
-    import os
-    import signal
-
-    from tests.conftest import free_port
-
-    port, metrics = free_port(), free_port()
-    cli = str(Path(sys.executable).parent / "radiogenomics")
-    proc = subprocess.Popen([cli, "serve", str(registry / NAME), "--grpc-port", str(port), "--metrics-port", str(metrics)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
-    try:
-        ready = json.loads(proc.stdout.readline())
-        assert ready["ready"] and ready["versions"] == ["1", "2"] and ready["grpc_port"] == port
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            health = health_pb2_grpc.HealthStub(ch)
-            assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
-            answer = prediction_pb2_grpc.PredictionServiceStub(ch).Predict(
-                prediction_pb2.PredictRequest(profile=_dense(test_x[:1])[0]))
-            assert answer.model.version == "2"
-        import urllib.request
-
-        scraped, deadline = "", time.monotonic() + 60  # Ray exports metrics every few seconds
-        while "ray_serve_" not in scraped and time.monotonic() < deadline:
-            time.sleep(1)
-            scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
-        assert "ray_serve_" in scraped
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
