@@ -4,7 +4,8 @@ A paper-sized model (21,766 genes, 101 radiomic targets + histology) is fitted b
 synthetic cohort and exported to a temporary registry. Then, in one run, for 1, 8 and 32
 concurrent clients (asyncio gRPC clients in this process, one dense profile per `Predict` call):
 
-  serve   Ray Serve gRPC proxy -> PredictionServer replica (dynamic batching)
+  serve   the whole app as `radiogenomics serve` runs it: Ray Serve gRPC proxy -> Gateway
+          replica (prediction in place, dynamic batching, metrics)
   plain   the same core code behind a plain `grpc.aio` server in its own process, one forward
           pass per request (what a hand-rolled server does)
   model   the model's own batched forward pass in this process (the compute limit; batch = the
@@ -152,7 +153,7 @@ def main() -> int:
     from ray.serve.config import gRPCOptions
 
     from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
-    from services.prediction import SERVICERS, PredictionConfig, prediction_app
+    from services.app import APP_NAME, SERVICERS, default_config, radiogenomics_app
 
     with tempfile.TemporaryDirectory(prefix="bench-prediction-") as tmp:
         print("fitting a paper-sized model (21,766 genes) ...", file=sys.stderr, flush=True)
@@ -180,14 +181,14 @@ def main() -> int:
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": _free_port()},
                         grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICERS))
-            serve.run(prediction_app(PredictionConfig(registry=folder.parent.parent, model="bench")), name="prediction",
-                      route_prefix="/prediction")
+            app = radiogenomics_app(default_config(folder.parent.parent, "bench", None, Path(tmp) / "jobs"))
+            serve.run(app, name=APP_NAME, route_prefix=f"/{APP_NAME}")  # the whole app, as `serve` runs it
             results["serve"] = {}
             for n in LEVELS:
-                rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", "prediction"),), requests, n, args.seconds))
+                rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), requests, n, args.seconds))
                 results["serve"][n] = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
             batch = [prediction_pb2.PredictBatchRequest(profiles=[r.profile for r in requests[k:k + 32]]) for k in (0, 32)]
-            rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", "prediction"),), batch, 1, args.seconds, 32))
+            rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), batch, 1, args.seconds, 32))
             batched = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
         finally:
             serve.shutdown()

@@ -146,7 +146,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run.serve_forever(run.ServeOptions(
         model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port, address=args.address,
         max_batch_profiles=args.max_batch_profiles, jobs_dir=args.jobs_dir, data_root=args.data_root,
-        gene_sets=dict(args.gene_sets or [])))
+        gene_sets=dict(args.gene_sets or []), auth_tokens=args.auth_tokens, audit_dir=args.audit_dir,
+        request_timeout_s=args.request_timeout, max_message_bytes=args.max_message_bytes,
+        max_upload_bytes=args.max_upload_bytes, max_voxels=args.max_voxels, max_sets_per_job=args.max_sets_per_job,
+        max_active_jobs=args.max_active_jobs))
 
 
 def _named_file(text: str) -> tuple[str, Path]:
@@ -298,6 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, help="folder ExtractFromPath and cohort_path jobs may read (default: none)")
     p.add_argument("--gene-sets", type=_named_file, action="append", metavar="NAME=GMT",
                    help="a gene-set library masking clients may name, e.g. hallmark=h.all.gmt (repeatable)")
+    p.add_argument("--auth-tokens", type=Path, metavar="FILE",
+                   help="require `authorization: Bearer <token>` on every RPC but health; FILE holds `name:token` "
+                        "lines (default: $RADIOGENOMICS_AUTH_TOKENS; neither = no access control)")
+    p.add_argument("--audit-dir", type=Path, help="folder for the audit log (default: the replica log)")
+    p.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="longest a unary RPC may take (default 600)")
+    p.add_argument("--max-message-bytes", type=_positive_int, default=128 * 1024 * 1024,
+                   help="largest gRPC message accepted (default 128 MiB; local Ray only)")
+    p.add_argument("--max-upload-bytes", type=_positive_int, help="largest ExtractUpload (image + mask; default 1 GiB)")
+    p.add_argument("--max-voxels", type=_positive_int, help="largest image in voxels (default 64 Mi)")
+    p.add_argument("--max-sets-per-job", type=_positive_int, help="gene sets per masking job (default 25,000)")
+    p.add_argument("--max-active-jobs", type=_positive_int, help="queued + running masking jobs (default 4)")
     p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
     p.set_defaults(run=_cmd_serve)
 

@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from services.edge import edge
 from services.forwarding import forwarders, probe
+from services.security import Guard, SecurityConfig
 from services.masking import SERVICE as MASKING_SERVICE, SERVICER as MASKING_SERVICER, MaskingConfig, MaskingServer
 from services.prediction import SERVICE_NAMES as PREDICTION_SERVICE_NAMES, SERVICES as PREDICTION_SERVICES
 from services.prediction import SERVICERS as PREDICTION_SERVICERS, DeploymentOptions, PredictionConfig, PredictionService
@@ -43,6 +44,7 @@ class AppConfig(BaseModel):
     radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
     gateway_deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
     radiomics_deployment: RadiomicsDeployment = Field(default_factory=RadiomicsDeployment)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")
     def _one_registry(self) -> "AppConfig":
@@ -58,8 +60,10 @@ _READINESS_POLL_S = 1.0
 class Gateway(PredictionService):
     """The app's ingress: prediction in place, radiomics and masking forwarded."""
 
-    async def __init__(self, radiomics: DeploymentHandle, masking: DeploymentHandle, max_upload_bytes: int) -> None:
+    async def __init__(self, radiomics: DeploymentHandle, masking: DeploymentHandle, max_upload_bytes: int,
+                       security: dict) -> None:
         super().__init__()
+        self.guard = Guard(SecurityConfig.model_validate(security))  # read by services.edge
         self.radiomics, self.masking = radiomics, masking
         self.max_upload_bytes = max_upload_bytes
         self._downstream = {RADIOMICS_SERVICE.full_name: False, MASKING_SERVICE.full_name: False}
@@ -97,7 +101,7 @@ def radiogenomics_app(config: AppConfig | dict) -> serve.Application:
         name=MASKING, num_replicas=1, ray_actor_options={"num_cpus": cfg.masking.num_cpus},
     ).bind(cfg.masking.model_dump(mode="json"))
     return GatewayServer.options(**cfg.gateway_deployment.options(cfg.prediction)).bind(
-        radiomics, masking, cfg.radiomics.max_upload_bytes)
+        radiomics, masking, cfg.radiomics.max_upload_bytes, cfg.security.model_dump(mode="json"))
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

@@ -75,10 +75,16 @@ class RadiogenomicsClient:
     # -- radiomics -------------------------------------------------------------------------------
 
     def extract_upload(self, image: Path | str, mask: Path | str, image_format: str = "nrrd", mask_format: str = "nrrd",
-                       label: int = 0, params_yaml: str = "") -> radiomics_pb2.ExtractResponse:
-        """Upload one image and its mask; the response carries features and provenance."""
+                       label: int = 0, params_yaml: str = "", roi_name: str = "", segment: str = "",
+                       case_id: str = "") -> radiomics_pb2.ExtractResponse:
+        """Upload one image and its mask; the response carries features and provenance.
+
+        `roi_name` picks the RTSTRUCT contour, `segment` the DICOM-SEG segment, `label` the mask value.
+        """
+        options = radiomics_pb2.ExtractionOptions(label=label, params_yaml=params_yaml, roi_name=roi_name,
+                                                  segment=segment, case_id=case_id)
         header = radiomics_pb2.UploadHeader(image_format=_IMAGE[image_format], mask_format=_MASK[mask_format],
-                                            options=radiomics_pb2.ExtractionOptions(label=label, params_yaml=params_yaml))
+                                            options=options)
 
         def messages() -> Iterator[radiomics_pb2.ExtractChunk]:
             yield radiomics_pb2.ExtractChunk(header=header)

@@ -113,6 +113,9 @@ class MaskingServer(Forwardable):
         self.store = JobStore(self.config.data_dir)
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._wake = asyncio.Event()
+        self.gauges = metrics.Gauges()
+        self.gauges.set(metrics.masking_queue(), 0)
+        self.gauges.keep_reporting()
         self._runner = asyncio.get_running_loop().create_task(self._run_forever())
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -266,7 +269,7 @@ class MaskingServer(Forwardable):
 
     def _report_jobs(self) -> None:
         for state, count in self.store.state_counts().items():
-            metrics.masking_jobs().set(count, tags={"state": state.value})
+            self.gauges.set(metrics.masking_jobs(), count, {"state": state.value})
 
     async def _run_forever(self) -> None:
         while True:
@@ -308,7 +311,7 @@ class MaskingServer(Forwardable):
             task = _chunk_task.options(num_cpus=self.config.task_cpus, max_retries=self.config.task_retries)
             in_flight: dict[ray.ObjectRef, int] = {}
             while pending or in_flight:
-                metrics.masking_queue().set(len(pending) + len(in_flight))
+                self.gauges.set(metrics.masking_queue(), len(pending) + len(in_flight))
                 if (await asyncio.to_thread(self.store.get, job_id)).cancel_requested:
                     for ref in in_flight:
                         ray.cancel(ref, force=True)
@@ -323,7 +326,8 @@ class MaskingServer(Forwardable):
                     aucs = await ref
                     await asyncio.to_thread(self.store.save_chunk, job_id, index, aucs, len(aucs) * data.n_patients)
                     metrics.masked_evaluations().inc(len(aucs) * data.n_patients, tags={"mode": options.mode.value})
-            metrics.masking_queue().set(0)
+            self.gauges.set(metrics.masking_queue(), 0)
+            await asyncio.to_thread(self._report_jobs)
             chunks = await asyncio.to_thread(self.store.chunks, job_id)
             baseline = unmasked_auc(model, data) if options.mode == MaskingMode.DROP else None
             table = await asyncio.to_thread(finish, plan, data, chunks, options, baseline)

@@ -85,3 +85,39 @@ def masking_queue() -> Gauge:
 @cache
 def model_info() -> Gauge:
     return Gauge(_bare("model_info"), "1 for each model version a prediction replica serves", tag_keys=("model", "version"))
+
+
+class Gauges:
+    """Gauge values a replica keeps reporting.
+
+    Ray's metrics agent drops a gauge value it has not received for two report intervals (20 s),
+    so a value set once (the model version served, an idle queue) would vanish from Prometheus.
+    `set` records the value; `keep_reporting` (a task in the replica's event loop) sends every
+    recorded value again every few seconds.
+    """
+
+    PERIOD_S = 5.0
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Gauge, float, dict[str, str]]] = {}
+        self._task = None
+
+    def set(self, gauge: Gauge, value: float, tags: dict[str, str] | None = None) -> None:
+        tags = tags or {}
+        self._values[(gauge.info["name"], tuple(sorted(tags.items())))] = (gauge, value, tags)
+        gauge.set(value, tags=tags)
+
+    def keep_reporting(self) -> None:
+        """Start the re-reporting task once (call from a coroutine running in the replica)."""
+        import asyncio
+
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.PERIOD_S)
+            for gauge, value, tags in list(self._values.values()):
+                gauge.set(value, tags=tags)

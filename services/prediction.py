@@ -122,6 +122,7 @@ class PredictionService:
     def __init__(self) -> None:
         self.config: PredictionConfig | None = None
         self.shelf: ModelShelf | None = None
+        self.gauges = metrics.Gauges()
 
     async def reconfigure(self, user_config: dict) -> None:
         """Load the configured versions beside the served ones, then swap (no request is dropped)."""
@@ -135,7 +136,9 @@ class PredictionService:
         before = set(self.shelf.served) if self.shelf is not None else set()
         self.shelf, self.config = shelf, config
         for version in before | set(shelf.served):
-            metrics.model_info().set(1 if version in shelf.served else 0, tags={"model": config.model, "version": version})
+            self.gauges.set(metrics.model_info(), 1 if version in shelf.served else 0,
+                            {"model": config.model, "version": version})
+        self.gauges.keep_reporting()
 
     # -- batching: every request's rows for one version go through one forward pass ---------------
 

@@ -9,6 +9,7 @@ when everything is ready; SIGINT or SIGTERM shut Serve (and a local Ray) down cl
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -22,8 +23,10 @@ from pathlib import Path
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
+from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
+MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 
 
 @dataclass
@@ -36,6 +39,14 @@ class ServeOptions:
     jobs_dir: Path = Path("radiogenomics-jobs")
     data_root: Path | None = None
     gene_sets: dict[str, Path] = field(default_factory=dict)
+    auth_tokens: Path | None = None       # None: $RADIOGENOMICS_AUTH_TOKENS, else no access control
+    audit_dir: Path | None = None
+    request_timeout_s: float = 600.0
+    max_message_bytes: int = 128 * 1024 * 1024
+    max_upload_bytes: int | None = None   # None: the deployment's default
+    max_voxels: int | None = None
+    max_sets_per_job: int | None = None
+    max_active_jobs: int | None = None
 
 
 def locate_model(model: Path) -> tuple[Path, str, list[str] | None]:
@@ -85,6 +96,17 @@ def app_config(options: ServeOptions):
                             Path(options.data_root).resolve() if options.data_root else None,
                             {k: Path(v).resolve() for k, v in options.gene_sets.items()})
     config.prediction.max_batch_profiles = options.max_batch_profiles
+    tokens = options.auth_tokens or os.environ.get(TOKENS_ENV) or None
+    if tokens:
+        load_tokens(Path(tokens))  # a bad file fails here, in one line, not in a replica
+    config.security = SecurityConfig(auth_tokens_file=Path(tokens).resolve() if tokens else None,
+                                     audit_dir=Path(options.audit_dir).resolve() if options.audit_dir else None,
+                                     request_timeout_s=options.request_timeout_s)
+    limits = {("radiomics", "max_upload_bytes"): options.max_upload_bytes, ("radiomics", "max_voxels"): options.max_voxels,
+              ("masking", "max_sets_per_job"): options.max_sets_per_job, ("masking", "max_active_jobs"): options.max_active_jobs}
+    for (section, key), value in limits.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
     return config
 
 
@@ -100,6 +122,8 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
     _check_port(options.grpc_port, "grpc")
     if options.metrics_port:
         _check_port(options.metrics_port, "metrics")
+    if options.address is None:  # read by Serve's gRPC proxy when the local Ray starts it
+        os.environ[MAX_MESSAGE_ENV] = str(options.max_message_bytes)
     with ray_session(options.address, metrics_export_port=options.metrics_port):
         serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
                     grpc_options=gRPCOptions(port=options.grpc_port, grpc_servicer_functions=SERVICERS))
@@ -109,7 +133,8 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
             yield {"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
                    "model": config.prediction.model,
                    "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
-                   "application": APP_NAME, "jobs_dir": str(config.masking.data_dir)}
+                   "application": APP_NAME, "jobs_dir": str(config.masking.data_dir),
+                   "auth": config.security.auth_tokens_file is not None}
         finally:
             serve.shutdown()
 
@@ -120,7 +145,7 @@ def _wait_until_serving(port: int) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + APP_READY_TIMEOUT_S
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # health is open: no token needed
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

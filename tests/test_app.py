@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from radiogenomics.extraction.params import ExtractionParams
 from radiogenomics.masking import MaskingOptions, library_from_gmt, prepare, run_masking
 from radiogenomics.registry import load_model
 from services.client import RadiogenomicsClient
+from services.security import TOKENS_ENV, UNAUTHENTICATED_MESSAGE
 from services.pb.radiogenomics.v1 import masking_pb2, radiomics_pb2
 from tests.conftest import SMALL_MODEL, free_port
 from tests.prometheus import prometheus_server, query, wait_for
@@ -44,23 +46,31 @@ def gmt(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+TOKENS = {"pacs-gateway": secrets.token_hex(32), "research-lab": secrets.token_hex(32)}
+
+
 @pytest.fixture(scope="module")
 def app(small_registry: Path, small_cohort: Path, gmt: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`radiogenomics serve` with its own local Ray; SIGTERM at the end must stop it cleanly."""
+    """`radiogenomics serve` with its own local Ray, access control and an audit folder; SIGTERM at the end
+    must stop it cleanly. The token file comes through the environment variable."""
     port, metrics = free_port(), free_port()
-    jobs = tmp_path_factory.mktemp("app-jobs")
+    folder = tmp_path_factory.mktemp("app")
+    tokens = folder / "tokens.txt"
+    tokens.write_text("# name:token\n" + "".join(f"{name}:{token}\n" for name, token in TOKENS.items()))
     cli = str(Path(sys.executable).parent / "radiogenomics")
     proc = subprocess.Popen([cli, "serve", str(small_registry / SMALL_MODEL), "--grpc-port", str(port),
-                             "--metrics-port", str(metrics), "--jobs-dir", str(jobs), "--data-root", str(small_cohort),
-                             "--gene-sets", f"small={gmt}"],
+                             "--metrics-port", str(metrics), "--jobs-dir", str(folder / "jobs"),
+                             "--data-root", str(small_cohort), "--gene-sets", f"small={gmt}",
+                             "--audit-dir", str(folder / "audit")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", TOKENS_ENV: str(tokens)})
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()[-3000:] if proc.poll() is not None else "no ready line"
         ready = json.loads(line)
-        with RadiogenomicsClient(f"127.0.0.1:{port}") as client:
-            yield {"ready": ready, "port": port, "metrics": metrics, "client": client}
+        with RadiogenomicsClient(f"127.0.0.1:{port}", token=TOKENS["pacs-gateway"]) as client:
+            yield {"ready": ready, "port": port, "metrics": metrics, "client": client, "audit": folder / "audit",
+                   "jobs": folder / "jobs"}
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=180)
@@ -70,6 +80,7 @@ def app(small_registry: Path, small_cohort: Path, gmt: Path, tmp_path_factory: p
 def test_one_port_serves_every_service_with_health_and_reflection(app: dict) -> None:
     ready = app["ready"]
     assert ready["ready"] and ready["application"] == "radiogenomics" and ready["versions"] == ["1", "2"]
+    assert ready["auth"] is True
     client = app["client"]
     assert client.serving("") and all(client.serving(name) for name in SERVICES)
     with pytest.raises(grpc.RpcError) as err:
@@ -119,17 +130,18 @@ def test_masking_job_through_the_gateway_equals_the_core(app: dict, small_regist
 
 def test_forwarded_errors_keep_their_status_and_message(app: dict) -> None:
     client = app["client"]
+    auth = client.metadata
     cases = [
         (lambda: client.radiomics.ExtractFromPath(radiomics_pb2.ExtractPathRequest(
-            image_path="../../etc/passwd", mask_path="x.nrrd"), timeout=30),
+            image_path="../../etc/passwd", mask_path="x.nrrd"), timeout=30, metadata=auth),
          grpc.StatusCode.INVALID_ARGUMENT, "outside the server's data root"),
-        (lambda: client.radiomics.ExtractUpload(iter([radiomics_pb2.ExtractChunk(image_chunk=b"xx")]), timeout=30),
+        (lambda: client.radiomics.ExtractUpload(iter([radiomics_pb2.ExtractChunk(image_chunk=b"xx")]), timeout=30, metadata=auth),
          grpc.StatusCode.INVALID_ARGUMENT, "the first message must be `header`"),
-        (lambda: client.masking.GetResults(masking_pb2.GetResultsRequest(job_id="nope"), timeout=30),
+        (lambda: client.masking.GetResults(masking_pb2.GetResultsRequest(job_id="nope"), timeout=30, metadata=auth),
          grpc.StatusCode.NOT_FOUND, "job_id 'nope'"),
-        (lambda: list(client.masking.WatchJob(masking_pb2.JobRef(job_id="nope"), timeout=30)),
+        (lambda: list(client.masking.WatchJob(masking_pb2.JobRef(job_id="nope"), timeout=30, metadata=auth)),
          grpc.StatusCode.NOT_FOUND, "job_id 'nope'"),
-        (lambda: client.masking.SubmitJob(masking_pb2.SubmitJobRequest(cohort_path="test", library="nope"), timeout=30),
+        (lambda: client.masking.SubmitJob(masking_pb2.SubmitJobRequest(cohort_path="test", library="nope"), timeout=30, metadata=auth),
          grpc.StatusCode.INVALID_ARGUMENT, "library"),
     ]
     for call, code, fragment in cases:
@@ -147,7 +159,7 @@ def test_prometheus_scrapes_our_metrics_and_rays(app: dict, small_cohort: Path, 
     test = load_cohort(small_cohort / "test")
     client.predict(pd.DataFrame(test.expression[:3], index=list(test.sample_ids[:3]), columns=list(test.genes)))
     with pytest.raises(grpc.RpcError):
-        client.masking.GetResults(masking_pb2.GetResultsRequest(job_id="nope"), timeout=30)
+        client.masking.GetResults(masking_pb2.GetResultsRequest(job_id="nope"), timeout=30, metadata=client.metadata)
     client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd")
     job = client.submit_masking(cohort_path="test", library="small", null_sets=50)
     assert client.wait(job, timeout_s=300).state == masking_pb2.SUCCEEDED
@@ -173,3 +185,137 @@ def test_prometheus_scrapes_our_metrics_and_rays(app: dict, small_cohort: Path, 
         values = {v for series in query(url, '{__name__=~"radiogenomics_.+"}') for v in series["metric"].values()}
         assert not any(sample in value for value in values for sample in test.sample_ids)
         assert not any(job in value for value in values)
+
+
+def _every_rpc() -> list[tuple[str, object, object]]:
+    """(path, request class, descriptor) for every RPC the app serves except health."""
+    from google.protobuf.message_factory import GetMessageClass
+
+    from services.pb.inference import grpc_predict_v2_pb2
+    from services.pb.radiogenomics.v1 import prediction_pb2
+
+    out = []
+    for module, name in ((radiomics_pb2, "RadiomicsService"), (prediction_pb2, "PredictionService"),
+                         (grpc_predict_v2_pb2, "GRPCInferenceService"), (masking_pb2, "MaskingService")):
+        service = module.DESCRIPTOR.services_by_name[name]
+        for method in service.methods:
+            out.append((f"/{service.full_name}/{method.name}", GetMessageClass(method.input_type), method))
+    return out
+
+
+def _call(channel: grpc.Channel, path: str, request_class, method, metadata) -> None:
+    """Send one empty request to `path` with the method's streaming shape; raises grpc.RpcError."""
+    request = request_class()
+    kinds = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
+             (True, False): channel.stream_unary, (True, True): channel.stream_stream}
+    stub = kinds[(method.client_streaming, method.server_streaming)](
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=lambda b: b)
+    argument = iter([request]) if method.client_streaming else request
+    answer = stub(argument, metadata=metadata, timeout=30)
+    if method.server_streaming:
+        list(answer)
+
+
+def test_every_rpc_needs_a_valid_token_and_health_stays_open(app: dict) -> None:
+    channel = app["client"].channel
+    rpcs = _every_rpc()
+    assert len(rpcs) == 18
+    for metadata in ((), (("authorization", "Bearer " + "0" * 64),), (("authorization", TOKENS["pacs-gateway"]),),
+                     (("authorization", "Basic " + TOKENS["pacs-gateway"]),)):
+        for path, request_class, method in rpcs:
+            with pytest.raises(grpc.RpcError) as err:
+                _call(channel, path, request_class, method, metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, (path, metadata, err.value.details())
+            assert err.value.details() == UNAUTHENTICATED_MESSAGE  # the same answer whatever was wrong
+    no_token = health_pb2_grpc.HealthStub(channel)
+    assert no_token.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    # Both configured tokens work, with either spelling of the scheme.
+    for name, token in TOKENS.items():
+        with RadiogenomicsClient(f"127.0.0.1:{app['port']}", token=token) as other:
+            assert other.model_info().model.name == SMALL_MODEL
+    info = app["client"].prediction.GetModelInfo(__import__("services.pb.radiogenomics.v1.prediction_pb2", fromlist=["x"])
+                                                 .GetModelInfoRequest(), metadata=(("authorization", f"bearer {TOKENS['research-lab']}"),))
+    assert info.model.name == SMALL_MODEL
+
+
+def _audit_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.glob("audit-*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def test_audit_log_has_one_line_per_request_without_patient_data(app: dict, small_cohort: Path) -> None:
+    client = app["client"]
+    before = len(_audit_lines(app["audit"]))
+    test = load_cohort(small_cohort / "test")
+    frame = pd.DataFrame(test.expression[:5], index=list(test.sample_ids[:5]), columns=list(test.genes))
+    client.predict(frame)                                         # GetModelInfo + 1 PredictBatch
+    with pytest.raises(grpc.RpcError):                            # 1 refused call
+        client.masking.ListJobs(masking_pb2.ListJobsRequest(), timeout=30)
+    client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd")  # 1 client stream
+    lines = _audit_lines(app["audit"])[before:]
+    assert [line["method"].rsplit("/", 1)[1] for line in lines] == ["GetModelInfo", "PredictBatch", "ListJobs", "ExtractUpload"]
+    info, batch, refused, upload = lines
+    assert {"time", "token", "method", "model_version", "status", "duration_ms", "request_bytes", "response_bytes",
+            "input_sha256"} == set(batch)
+    assert batch["token"] == "pacs-gateway" and batch["status"] == "OK" and batch["model_version"] == "2"
+    assert batch["request_bytes"] > 5 * 4 * len(test.genes) and batch["response_bytes"] > 0 and len(batch["input_sha256"]) == 64
+    assert refused["token"] == "-" and refused["status"] == "UNAUTHENTICATED"
+    image_and_mask = (PYRAD / "brain1_image.nrrd").stat().st_size + (PYRAD / "brain1_label.nrrd").stat().st_size
+    assert upload["status"] == "OK" and upload["request_bytes"] > image_and_mask
+    text = "".join(path.read_text() for path in app["audit"].glob("audit-*.jsonl"))
+    assert not any(sample in text for sample in test.sample_ids)
+
+
+IDENTIFIERS = {"PatientName": "LEAKCHECK^JANE^Q", "PatientID": "LEAK-PID-77310", "PatientBirthDate": "19450117",
+               "OtherPatientIDs": "LEAK-OTHER-4242", "InstitutionName": "LEAK MEMORIAL HOSPITAL",
+               "ReferringPhysicianName": "LEAKDOC^ALAN", "AccessionNumber": "LEAKACC99812",
+               "PatientAddress": "12 LEAK STREET"}
+
+
+def test_dicom_identifiers_reach_no_log_metric_or_result(app: dict, tmp_path: Path) -> None:
+    """A DICOM series + RTSTRUCT full of identifying tags goes through the app; no tag value comes out anywhere."""
+    import io
+    import time
+    import urllib.request
+    import zipfile
+
+    import pydicom
+
+    sts = PYRAD.parent / "ibsi" / "validation_STS_019" / "dicom" / "CT"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((sts / "image").iterdir()):
+            ds = pydicom.dcmread(path)
+            for tag, value in IDENTIFIERS.items():
+                setattr(ds, tag, value)
+            buffer = io.BytesIO()
+            ds.save_as(buffer)
+            zf.writestr(path.name, buffer.getvalue())
+    rs = pydicom.dcmread(sts / "mask" / "RS.dcm")
+    for tag, value in IDENTIFIERS.items():
+        setattr(rs, tag, value)
+    (tmp_path / "images.zip").write_bytes(archive.getvalue())
+    rs.save_as(tmp_path / "RS.dcm")
+    assert b"LEAK-PID-77310" in (tmp_path / "RS.dcm").read_bytes()
+
+    started = time.time()
+    client = app["client"]
+    answer = client.extract_upload(tmp_path / "images.zip", tmp_path / "RS.dcm", image_format="dicom",
+                                   mask_format="rtstruct", roi_name="GTV_Mass_CT")
+    assert answer.provenance.voxel_count > 0
+    with pytest.raises(grpc.RpcError) as err:  # a refused one too: its message must not echo tags either
+        client.extract_upload(tmp_path / "images.zip", tmp_path / "RS.dcm", image_format="dicom", mask_format="rtstruct",
+                              roi_name="NO_SUCH_ROI")
+    needles = [v.encode() for v in IDENTIFIERS.values()] + [v.split("^")[0].encode() for v in IDENTIFIERS.values()]
+    assert not any(n in answer.SerializeToString() for n in needles)
+    assert not any(n in err.value.details().encode() for n in needles)
+    time.sleep(12)  # Ray flushes metrics and logs every few seconds
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{app['metrics']}/metrics", timeout=10).read()
+    assert not any(n in scraped for n in needles)
+    searched = 0
+    for root in [app["audit"], app["jobs"], *Path("/tmp/ray").glob("session_*/logs")]:
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_mtime >= started - 600 and path.stat().st_size < 200 << 20:
+                data = path.read_bytes()
+                searched += 1
+                assert not any(n in data for n in needles), path
+    assert searched > 10
