@@ -319,3 +319,37 @@ def test_dicom_identifiers_reach_no_log_metric_or_result(app: dict, tmp_path: Pa
                 searched += 1
                 assert not any(n in data for n in needles), path
     assert searched > 10
+
+
+def test_tls_proxy_carries_every_kind_of_call(app: dict, small_cohort: Path, tmp_path: Path) -> None:
+    """Debian's nginx with deploy/nginx/grpc-tls.conf terminates TLS in front of the app (throw-away cert)."""
+    from tests.tls_proxy import tls_proxy
+
+    port = free_port()
+    with tls_proxy(app["port"], port, tmp_path / "nginx") as certificate:
+        credentials = grpc.ssl_channel_credentials(root_certificates=certificate)
+        with RadiogenomicsClient(f"localhost:{port}", token=TOKENS["research-lab"], credentials=credentials) as client:
+            assert client.serving("")                                        # unary, no token (health)
+            answer = client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd")  # client stream
+            assert answer.provenance.voxel_count > 0
+            test = load_cohort(small_cohort / "test")
+            served = client.predict(pd.DataFrame(test.expression[:4], index=list(test.sample_ids[:4]),
+                                                 columns=list(test.genes)))
+            assert len(served) == 4
+            job = client.submit_masking(cohort_path="test", library="small", null_sets=20)
+            assert client.wait(job, timeout_s=300).state == masking_pb2.SUCCEEDED  # server stream
+            with pytest.raises(grpc.RpcError) as err:                        # auth still applies behind TLS
+                client.prediction.GetModelInfo(__import__("services.pb.radiogenomics.v1.prediction_pb2", fromlist=["x"])
+                                               .GetModelInfoRequest(), timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Plaintext to the TLS port fails; so does TLS with a certificate the client does not trust.
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+            with pytest.raises(grpc.RpcError) as err:
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials()) as untrusted:
+            with pytest.raises(grpc.RpcError) as err:
+                health_pb2_grpc.HealthStub(untrusted).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    access = (tmp_path / "nginx" / "access.log").read_text()
+    assert "/radiogenomics.v1.RadiomicsService/ExtractUpload" in access

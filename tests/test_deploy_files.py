@@ -62,6 +62,7 @@ def test_serve_config_is_a_valid_serve_config_for_our_app(serve_config: dict) ->
     config = AppConfig.model_validate(app["args"])  # every setting is one the app knows
     assert config.gateway_deployment.autoscaling and config.radiomics_deployment.autoscaling
     assert config.masking.default_model == config.prediction.model
+    assert config.security.auth_tokens_file is not None and config.security.audit_dir is not None  # auth on
 
 
 def test_serve_config_deploys_and_serves(serve_config: dict, serve_grpc: int, small_registry: Path,
@@ -76,6 +77,7 @@ def test_serve_config_deploys_and_serves(serve_config: dict, serve_grpc: int, sm
     args["masking"].update(registry=str(small_registry), default_model=SMALL_MODEL, data_dir=str(tmp_path / "jobs"),
                            data_root=str(small_cohort), libraries={}, task_cpus=0.5)
     args["radiomics"]["data_root"] = str(small_cohort)
+    args["security"].update(auth_tokens_file=None, audit_dir=str(tmp_path / "audit"))
     for deployment in ("gateway_deployment", "radiomics_deployment"):
         args[deployment].update(autoscaling=None, num_replicas=1, num_cpus=0.25)
     serve.run(build_app(args), name=APP_NAME, route_prefix=f"/{APP_NAME}")
@@ -104,7 +106,18 @@ def test_docker_compose_runs_head_workers_app_prometheus_grafana(compose: dict, 
     assert f"--metrics-export-port={METRICS_PORT}" in head["command"] and f"--metrics-export-port={METRICS_PORT}" in worker["command"]
     assert "--head" in head["command"] and "--address=ray-head:6379" in worker["command"]
     assert worker["deploy"]["replicas"] >= 1  # scalable with --scale ray-worker=N
-    assert f"{GRPC_PORT}:{GRPC_PORT}" in head["ports"]
+    # Clients reach only the TLS proxy; it forwards to Serve's gRPC port on the head.
+    published = {name: s.get("ports", []) for name, s in services.items()}
+    assert published["tls-proxy"] == ["8443:8443"]
+    assert not any(published[n] for n in ("ray-head", "ray-worker", "serve"))
+    assert all(p.startswith("127.0.0.1:") for n in ("prometheus", "grafana") for p in published[n])
+    proxy_mounts = services["tls-proxy"]["volumes"]
+    assert "./deploy/nginx/grpc-tls.conf:/etc/nginx/nginx.conf:ro" in proxy_mounts
+    assert f"server ray-head:{GRPC_PORT};" in (REPO / "deploy" / "nginx" / "grpc-tls.conf").read_text()
+    # Every Ray node has the token file where the Serve config says (auth is on).
+    tokens = serve_config["applications"][0]["args"]["security"]["auth_tokens_file"]
+    for name in ("ray-head", "ray-worker", "serve"):
+        assert f"./secrets/auth-tokens:{tokens}:ro" in services[name]["volumes"], name
     assert "deploy/serve_config.yaml" in services["serve"]["command"]
     for name in ("ray-head", "ray-worker", "serve"):
         assert services[name]["build"] == "." and services[name]["image"] == "radiogenomics:latest"
@@ -156,8 +169,19 @@ def test_kuberay_rayservice_matches_the_serve_config(kuberay: list[dict], serve_
     (worker,) = workers["template"]["spec"]["containers"]
     assert worker["readinessProbe"]["grpc"]["port"] == GRPC_PORT  # grpc.health.v1, answered by the gateway
     assert worker["image"] == head_container["image"] == "radiogenomics:latest"
-    grpc_service = next(d for d in kuberay if d["kind"] == "Service")
+    grpc_service = next(d for d in kuberay if d["kind"] == "Service" and d["metadata"]["name"] == "radiogenomics-grpc")
     assert grpc_service["spec"]["ports"][0]["targetPort"] == GRPC_PORT
+    # Auth on: the token Secret is mounted where the Serve config reads it, on head and workers.
+    tokens = Path(yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]["security"]["auth_tokens_file"])
+    for container in (head_container, worker):
+        assert {"name": "auth-tokens", "mountPath": str(tokens.parent), "readOnly": True} in container["volumeMounts"]
+    # The TLS proxy runs the shipped nginx config, pointed at the in-cluster gRPC Service.
+    config_map = next(d for d in kuberay if d["kind"] == "ConfigMap")
+    shipped = (REPO / "deploy" / "nginx" / "grpc-tls.conf").read_text()
+    assert config_map["data"]["nginx.conf"].strip() == shipped.replace(
+        f"server ray-head:{GRPC_PORT};", f"server {grpc_service['metadata']['name']}:{GRPC_PORT};").strip()
+    tls_service = next(d for d in kuberay if d["kind"] == "Service" and d["metadata"]["name"] == "radiogenomics-tls")
+    assert tls_service["spec"]["ports"][0]["targetPort"] == 8443 and "listen 8443 ssl" in shipped
     monitor = next(d for d in kuberay if d["kind"] == "PodMonitor")
     prometheus = _yaml(REPO / "deploy" / "prometheus.yml")["scrape_configs"][0]["metric_relabel_configs"]
     assert [r.get("regex") for r in monitor["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]] == \
