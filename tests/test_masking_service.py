@@ -237,3 +237,44 @@ def test_jobs_survive_a_restart_and_an_interrupted_job_resumes(service, small_re
     listed = [j.job_id for j in stub.ListJobs(masking_pb2.ListJobsRequest(), metadata=META).jobs]
     stored = [r.id for r in JobStore(settings["data_dir"]).list(limit=10_000)]
     assert listed == stored and job.job_id in listed  # every job stored before the restart is still listed
+
+
+def _chunk_workers() -> list:
+    """Ray worker processes running a masking chunk right now (Ray titles them `ray::_chunk_task`)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if cmdline.startswith("ray::_chunk_task"):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_chunk_worker_is_retried_and_the_results_are_identical(service, small_registry: Path,
+                                                                       small_cohort: Path, gmt: Path) -> None:
+    """SIGKILL the Ray worker process evaluating a chunk mid-job: Ray reruns the chunk, the job finishes
+    with exactly the results of an undisturbed run."""
+    import signal
+
+    stub, _ = service
+    request = masking_pb2.SubmitJobRequest(model=common_pb2.ModelRef(name=SMALL_MODEL), cohort_path="test", library="small",
+                                           null_sets=10_000, seed=11)
+    job = stub.SubmitJob(request, metadata=META)
+    killed: list[int] = []
+    deadline = time.monotonic() + 240
+    while not killed and time.monotonic() < deadline:
+        now = next(j for j in stub.ListJobs(masking_pb2.ListJobsRequest(), metadata=META).jobs if j.job_id == job.job_id)
+        assert now.state in (masking_pb2.QUEUED, masking_pb2.RUNNING), "the job ended before a worker could be killed"
+        if now.state == masking_pb2.RUNNING and now.chunks_done >= 1:
+            for proc in _chunk_workers():
+                proc.send_signal(signal.SIGKILL)
+                killed.append(proc.pid)
+        time.sleep(0.05)
+    assert killed, "no chunk worker found to kill"
+    final = _wait(stub, job.job_id)[-1]
+    assert final.state == masking_pb2.SUCCEEDED, final.error
+    assert final.chunks_done == final.chunks_total
+    expected = _reference(small_registry, small_cohort / "test", gmt, MaskingOptions(n_nulls=10_000, seed=11))
+    _same(_all_results(stub, job.job_id, page_size=500), expected)
