@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import ray
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from ray import serve
 
 from radiogenomics.cohort import load_cohort, write_expression, write_table
@@ -73,6 +73,12 @@ class MaskingConfig(BaseModel):
     task_cpus: float = Field(0.5, ge=0, description="CPUs per chunk task (0.5: fits beside the other deployments on 2 cores)")
     task_retries: int = Field(2, ge=0, description="retries of a chunk whose worker died")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved by the replica itself (the work runs in tasks)")
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> "MaskingConfig":
+        if self.default_nulls > self.max_nulls:
+            raise ValueError(f"default_nulls ({self.default_nulls}) must not exceed max_nulls ({self.max_nulls})")
+        return self
 
 
 @ray.remote

@@ -33,6 +33,7 @@ PYRAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyradiomics"
 SERVICES = ["radiogenomics.v1.RadiomicsService", "radiogenomics.v1.PredictionService", "inference.GRPCInferenceService",
             "radiogenomics.v1.MaskingService"]
 NULLS = 200
+MAX_MESSAGE = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def app(small_registry: Path, small_cohort: Path, gmt: Path, tmp_path_factory: p
     proc = subprocess.Popen([cli, "serve", str(small_registry / SMALL_MODEL), "--grpc-port", str(port),
                              "--metrics-port", str(metrics), "--jobs-dir", str(folder / "jobs"),
                              "--data-root", str(small_cohort), "--gene-sets", f"small={gmt}",
-                             "--audit-dir", str(folder / "audit")],
+                             "--audit-dir", str(folder / "audit"), "--max-message-bytes", str(MAX_MESSAGE)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", TOKENS_ENV: str(tokens)})
     try:
@@ -353,3 +354,15 @@ def test_tls_proxy_carries_every_kind_of_call(app: dict, small_cohort: Path, tmp
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     access = (tmp_path / "nginx" / "access.log").read_text()
     assert "/radiogenomics.v1.RadiomicsService/ExtractUpload" in access
+
+
+def test_messages_over_the_configured_size_are_refused_with_the_limit(app: dict) -> None:
+    client = app["client"]
+    big = radiomics_pb2.ExtractChunk(image_chunk=b"\0" * (MAX_MESSAGE + 1024))
+    header = radiomics_pb2.ExtractChunk(header=radiomics_pb2.UploadHeader(
+        image_format=radiomics_pb2.IMAGE_NRRD, mask_format=radiomics_pb2.MASK_NRRD))
+    with pytest.raises(grpc.RpcError) as err:
+        client.radiomics.ExtractUpload(iter([header, big]), metadata=client.metadata, timeout=60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(MAX_MESSAGE) in err.value.details()  # grpc's own message names the limit
+    assert client.serving("")
