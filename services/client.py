@@ -8,8 +8,7 @@
         results = client.results(job)                                      # one row per (gene set, output)
 
 Every call raises `grpc.RpcError` with the server's status and a message naming the field at
-fault; `retryable(error)` says whether trying again can help (UNAVAILABLE, DEADLINE_EXCEEDED,
-RESOURCE_EXHAUSTED). The stubs are public for anything this wrapper does not cover.
+fault; `retryable(error, idempotent)` says whether trying the same request again can help. The stubs are public for anything this wrapper does not cover.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from services.pb.radiogenomics.v1 import (
 
 CHUNK_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _IMAGE = {"nrrd": radiomics_pb2.IMAGE_NRRD, "nifti": radiomics_pb2.IMAGE_NIFTI, "dicom": radiomics_pb2.IMAGE_DICOM_SERIES}
 _MASK = {"nrrd": radiomics_pb2.MASK_NRRD, "nifti": radiomics_pb2.MASK_NIFTI, "dicom-seg": radiomics_pb2.MASK_DICOM_SEG,
          "rtstruct": radiomics_pb2.MASK_RTSTRUCT}
@@ -37,9 +35,22 @@ _DONE = (masking_pb2.SUCCEEDED, masking_pb2.FAILED, masking_pb2.CANCELLED)
 RESULT_COLUMNS = ["gene_set", "size", "covered", "output", "auc", "delta_auc", "null_mean", "p_value", "q_value"]
 
 
-def retryable(error: grpc.RpcError) -> bool:
-    """Whether the same request may succeed later (the others need a changed request)."""
-    return error.code() in RETRYABLE
+def retryable(error: grpc.RpcError, idempotent: bool = True) -> bool:
+    """Whether the same request may succeed later (the others need a changed request).
+
+    UNAVAILABLE and DEADLINE_EXCEEDED: yes. RESOURCE_EXHAUSTED: only the concurrent-jobs limit
+    (size limits need a smaller request). INTERNAL: Ray Serve's proxy answers it for a request
+    that was inside a replica when the replica died, so an idempotent call may be retried; our own
+    INTERNAL (which quotes a request id) is a bug report, not a transient failure.
+    """
+    code, details = error.code(), error.details() or ""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "already queued or running" in details
+    if code == grpc.StatusCode.INTERNAL:
+        return idempotent and "quote request id" not in details
+    return False
 
 
 class RadiogenomicsClient:
