@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import statistics
 import sys
 import tempfile
@@ -25,11 +24,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared" / "data"
 PYRAD = SHARED / "pyradiomics"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from services.run import free_loopback_port  # noqa: E402 - the project's loopback-port helper
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -56,8 +51,8 @@ def bench_service(repeats: int) -> tuple[float, float]:
     extractor.execute(str(image), str(mask))  # warm-up
     direct = _timed(lambda: extractor.execute(str(image), str(mask)), repeats)
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()},
+    port = free_loopback_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
                 grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[SERVICER]))
     serve.run(radiomics_app({}), name="radiomics", route_prefix="/radiomics")
     image_bytes, mask_bytes = image.read_bytes(), mask.read_bytes()

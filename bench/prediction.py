@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 HALLMARK = PROJECT.parent / "shared" / "data" / "gene_sets" / "h.all.v7.0.symbols.gmt"
 LEVELS = (1, 8, 32)
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from services.run import free_loopback_port  # noqa: E402 - the project's loopback-port helper
 
 
 def make_model(root: Path) -> tuple[Path, np.ndarray]:
@@ -162,7 +157,7 @@ def main() -> int:
             profile_id=f"p{i}", dense=common_pb2.DenseVector(values=row))) for i, row in enumerate(x)]
         results: dict[str, dict[int, tuple[float, float, float]]] = {"model": bench_model(folder, x, args.seconds)}
 
-        plain_port = _free_port()
+        plain_port = free_loopback_port()
         plain = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, str(folder.parent.parent), "bench", str(plain_port)],
                                  stdout=subprocess.PIPE, text=True, cwd=PROJECT)
         try:
@@ -177,9 +172,9 @@ def main() -> int:
 
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         logging.getLogger("ray.serve").setLevel(logging.ERROR)
-        port = _free_port()
+        port = free_loopback_port()
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": _free_port()},
+            serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
                         grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICERS))
             app = radiogenomics_app(default_config(folder.parent.parent, "bench", None, Path(tmp) / "jobs"))
             serve.run(app, name=APP_NAME, route_prefix=f"/{APP_NAME}")  # the whole app, as `serve` runs it

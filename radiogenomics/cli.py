@@ -82,6 +82,7 @@ def _hallmark(args: argparse.Namespace) -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import contextlib
     import shutil
 
     from radiogenomics.demo import run_demo, summary_line
@@ -91,7 +92,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not (out / "report.json").exists():
             raise InputError(f"{out}: directory is not empty and holds no earlier demo; pass --out NEW_DIR")
         shutil.rmtree(out)  # an earlier demo's output: replace it
-    result = run_demo(out, _hallmark(args), full=args.full, seed=args.seed, progress=not args.quiet, address=args.address)
+    # Ray's driver prints raylet messages (e.g. while Serve shuts down) to stdout; keep stdout the one JSON line.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_demo(out, _hallmark(args), full=args.full, seed=args.seed, progress=not args.quiet,
+                          address=args.address)
     print(summary_line(result))
     return 0
 

@@ -1,19 +1,28 @@
 """The main job: an end-to-end run on a synthetic cohort with planted biology.
 
-Each stage is a capability of the backend; the demo runs every stage that has landed and lists
-the ones still to come, then writes `report.md` and `report.json` into the output directory.
+Each stage is a capability of the backend; the demo runs every stage that has landed (and lists
+any still to come), then writes `report.md` and `report.json` into the output directory.
 The default cohort is small enough for a laptop; `--full` uses the paper's sizes. Ray work runs on
 a local Ray bound to 127.0.0.1 unless an address is given.
+
+After training and evaluation the demo serves the trained model as the radiogenomics Serve app
+on that same Ray and calls every gRPC service as a client would (one upload extraction, the
+test cohort's predictions, the gene-masking job), checking each answer against the in-process
+result. The core package never imports Serve or gRPC: `services.run` and `services.client` are
+reached by name, as `tune.train` is.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,15 +30,15 @@ from sklearn.metrics import roc_auc_score
 
 from radiogenomics.cohort import Cohort, load_cohort
 from radiogenomics.gene_sets import read_gmt
+from radiogenomics.plots import masking_heatmap, roc_panels
 from radiogenomics.synth import SynthConfig, generate
 from radiogenomics.synth.generator import gene_set_scores
+from radiogenomics.training.targets import HISTOLOGY_PREFIX, safe_auc
 
-#: Stages still to land, with the issue that tracks each.
-PENDING = {
-    "start the Serve app and call every gRPC service (extraction, prediction, masking job) from the demo": 7,
-    "masking heatmap and masking through MaskingService in the demo": 7,
-    "one Serve app, metrics, deployment files": 7,
-}
+#: Stages still to land, with the issue that tracks each (none: every stage of the main job has landed).
+PENDING: dict[str, int] = {}
+#: The columns of a batch-extraction CSV that are not features.
+_NOT_FEATURES = ("sample_id", "image", "mask")
 
 
 @dataclass
@@ -113,6 +122,122 @@ def _test_summary(card: dict) -> list[dict]:
     return rows
 
 
+def _effect_outputs(effect: dict) -> list[str]:
+    """The model outputs one planted effect drives (older truth files name one `output`)."""
+    return list(effect.get("outputs") or [effect["output"]])
+
+
+def _planted_pairs(truth: dict) -> set[tuple[str, str]]:
+    """Every planted (gene set, output) association of the generator's truth."""
+    return {(program, output) for effect in truth["effects"] for output in _effect_outputs(effect)
+            for program in effect["programs"]}
+
+
+def _output_order(truth: dict, outputs: list[str]) -> list[str]:
+    """Histology outputs first (model order), then the features grouped by the planted effect driving them.
+
+    Grouping puts each planted program's outputs side by side, so the heatmap shows them as blocks.
+    """
+    planted = {o: i for i, o in enumerate(dict.fromkeys(o for e in truth["effects"] for o in _effect_outputs(e)))}
+    position = {o: i for i, o in enumerate(outputs)}
+
+    def key(output: str) -> tuple[int, int, int]:
+        if output.startswith(HISTOLOGY_PREFIX):
+            return 0, 0, position[output]
+        return 1, planted.get(output, len(planted)), position[output]
+
+    return sorted(outputs, key=key)
+
+
+def _served_extraction(client: Any, manifest: Path, batch_csv: Path) -> dict:
+    """RadiomicsService.ExtractUpload of the manifest's first case, against that case's batch-extracted row.
+
+    Both paths run pyradiomics with its defaults on the same files, so every feature should agree
+    to rounding; a difference would mean the service extracts differently from `radiogenomics extract`.
+    """
+    from radiogenomics.extraction.batch import read_cases
+
+    case = read_cases(manifest)[0]
+    answer = client.extract_upload(case.image, case.mask, label=int(case.label) if case.label else 0)
+    batch = pd.read_csv(batch_csv, dtype={"sample_id": str}, float_precision="round_trip").set_index("sample_id")
+    names = [c for c in batch.columns if c not in _NOT_FEATURES and not c.startswith("provenance_")]
+    served = pd.Series(dict(answer.features), dtype=float)
+    shared = [n for n in names if n in served.index]
+    expected = batch.loc[case.sample_id, shared].astype(float)
+    diff = (served[shared] - expected).abs()
+    relative = diff / expected.abs().where(expected != 0, 1.0)
+    return {"case": case.sample_id, "features": len(served), "batch_features": len(names),
+            "feature_names_match": set(served.index) == set(names), "max_abs_diff": float(diff.max()),
+            "max_rel_diff": float(relative.max()), "server_seconds": round(answer.timing.seconds, 2)}
+
+
+def _roc_curves(truth: dict, names: list[str], y: np.ndarray, scores: np.ndarray) -> dict[str, dict]:
+    """Curves for the ROC figure: each histology class, and one radiomic feature per planted image effect."""
+    column = {name: j for j, name in enumerate(names)}
+    histology = {n.removeprefix(HISTOLOGY_PREFIX) + " vs rest": (y[:, j], scores[:, j])
+                 for n, j in column.items() if n.startswith(HISTOLOGY_PREFIX)}
+    features = {}
+    for effect in truth["effects"]:
+        chosen = next((o for o in _effect_outputs(effect) if o in column and not o.startswith(HISTOLOGY_PREFIX)), None)
+        if chosen:
+            j = column[chosen]
+            features[f"{chosen.removeprefix('original_')} ({effect['output']})"] = (y[:, j], scores[:, j])
+    panels = {"histology, one-vs-rest": histology}
+    if features:
+        panels["radiomic targets, one per planted image program (high vs low)"] = features
+    return panels
+
+
+def _served_predictions(client: Any, model_dir: Path, cohort: Cohort, evaluation: dict, truth: dict,
+                        plot: Path) -> dict:
+    """PredictionService on the whole test cohort, against the same model loaded in process; draws the ROC figure.
+
+    The served probabilities must equal the in-process ones (same weights, float32 on the wire),
+    and their AUCs the ones the evaluation stage recorded.
+    """
+    from radiogenomics.registry import load_model
+
+    model = load_model(model_dir)
+    names = model.spec.names
+    expression = pd.DataFrame(cohort.expression, index=list(cohort.sample_ids), columns=list(cohort.genes))
+    served = client.predict(expression).loc[list(cohort.sample_ids), names].to_numpy(dtype=np.float64)
+    local = model.predict(model.align(cohort)).matrix()
+    y = model.spec.encode(cohort).onehot(model.spec)
+    aucs = {name: safe_auc(y[:, j], served[:, j]) for j, name in enumerate(names)}
+    recorded = [abs(aucs[n] - evaluation[n]["auc"]) for n in names if evaluation.get(n, {}).get("auc") is not None]
+    radiomic = [a for n, a in aucs.items() if not n.startswith(HISTOLOGY_PREFIX) and not np.isnan(a)]
+    roc_panels(_roc_curves(truth, names, y, served), plot,
+               f"Test cohort ({cohort.n_samples} patients): ROC of the served predictions (PredictionService)")
+    return {"patients": cohort.n_samples, "outputs": len(names), "max_abs_diff": float(np.abs(served - local).max()),
+            "auc_histology": {n: round(a, 3) for n, a in aucs.items() if n.startswith(HISTOLOGY_PREFIX)},
+            "auc_radiomic_mean": round(float(np.mean(radiomic)), 3) if radiomic else None,
+            "max_auc_diff_vs_evaluation": float(max(recorded)) if recorded else None, "plot": str(plot)}
+
+
+def _served_masking(client: Any, gmt: Path, seed: int, progress: bool) -> tuple[dict, pd.DataFrame]:
+    """MaskingService: submit the test cohort (a path under the server's data root) with the generator's GMT.
+
+    Follows the job's progress stream to its end and fetches every result row; a job that does
+    not succeed stops the demo with the server's reason.
+    """
+    from tqdm import tqdm
+
+    job_state = importlib.import_module("services.pb.radiogenomics.v1.masking_pb2").JobState
+    job = client.submit_masking(cohort_path="test", gmt_text=gmt.read_text(), null_sets=1000, seed=seed, label="demo")
+    with tqdm(desc="mask (MaskingService)", unit="chunk", disable=not progress, file=sys.stderr) as bar:
+        def show(status: Any) -> None:
+            bar.total = status.chunks_total
+            bar.update(status.chunks_done - bar.n)
+
+        final = client.wait(job, on_status=show)
+    state = job_state.Name(final.state) if final is not None else "UNKNOWN"
+    if state != "SUCCEEDED":
+        raise RuntimeError(f"masking job {job} ended {state}: {getattr(final, 'error', '') or 'no reason given'}")
+    table = client.results(job)
+    return {"job_id": job, "state": state, "gene_sets": final.gene_sets, "skipped": len(final.skipped),
+            "chunks": final.chunks_total, "evaluations": final.evaluations, "result_rows": len(table)}, table
+
+
 def run_demo(out: Path, hallmark_gmt: Path, full: bool = False, seed: int = 42, progress: bool = True,
              address: str | None = None) -> DemoResult:
     """Run every landed stage on a fresh synthetic cohort under `out`, on one Ray session."""
@@ -181,29 +306,72 @@ def _run_stages(out: Path, hallmark_gmt: Path, full: bool, seed: int, progress: 
 
     result.stage("evaluate on the independent test cohort (bootstrap 95 % CIs)", evaluate)
     masking: dict = {}
-
-    def mask() -> dict:
-        from radiogenomics.masking import MaskingOptions, library_from_gmt, prepare, run_masking
-        from radiogenomics.registry import load_model
-
-        model = load_model(trained["model"])
-        run = run_masking(model, prepare(model, cohorts["test"]), library_from_gmt(cohort_dir / "gene_sets.gmt"),
-                          MaskingOptions(n_nulls=1000, seed=seed), address=address, progress=progress)
-        (out / "masking").mkdir(parents=True, exist_ok=True)
-        run.table.to_csv(out / "masking" / "results.csv", index=False)
-        masking.update(_masking_vs_truth(run.table, truth))
-        return {"results": str(out / "masking" / "results.csv"), "evaluations": run.evaluations,
-                "recall_q<0.1": masking["recall"], "decoy_calls": masking["decoy_calls"]}
-
-    result.stage("gene masking of the test cohort with the generator's gene sets (1,000 nulls per size)", mask)
+    services = _service_stages(result, out, cohort_dir, trained["model"], cohorts["test"], truth, masking, seed,
+                               progress, address)
     recovery = _planted_recovery(cohorts["train"], cohorts["test"], cohort_dir / "gene_sets.gmt", truth)
     image_truth = _image_truth(extracted["train"], cohort_dir / "truth_patients.csv")
     card = json.loads((trained["model"] / "model.json").read_text())
     result.report = {"planted_histology_sets": recovery, "image_features_vs_programs": image_truth,
                      "model": str(trained["model"]), "comparison_cv": card["cv_metrics"].get("comparison", []),
-                     "test": _test_summary(card), "masking": masking, "pending": PENDING, "stages": result.stages}
+                     "test": _test_summary(card), "services": services, "masking": masking,
+                     "plots": {name: str(path.relative_to(out)) for name, path in _plots(out).items()},
+                     "pending": PENDING, "stages": result.stages}
     _write_report(out, result)
     return result
+
+
+def _plots(out: Path) -> dict[str, Path]:
+    """The figures the demo draws, by name."""
+    return {"roc_test": out / "plots" / "roc_test.png", "masking_heatmap": out / "plots" / "masking_heatmap.png"}
+
+
+def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: Path, test: Cohort, truth: dict,
+                    masking: dict, seed: int, progress: bool, address: str | None) -> dict:
+    """Serve the trained model as the radiogenomics app on the running Ray and call every gRPC service.
+
+    Each call is a stage of its own; `masking` receives the masking results against the planted
+    truth. The app is stopped (also on failure) before this returns; returns each stage's figures.
+    """
+    served: dict[str, Any] = {}
+    with ExitStack() as app:
+        def start() -> dict:
+            run = importlib.import_module("services.run")
+            client_module = importlib.import_module("services.client")
+            port = run.free_loopback_port()
+            ready = app.enter_context(run.running_app(run.ServeOptions(
+                model=model_dir, grpc_port=port, metrics_port=None, address=address, jobs_dir=out / "jobs",
+                data_root=cohort_dir, gene_sets={})))
+            served["client"] = app.enter_context(client_module.RadiogenomicsClient(f"127.0.0.1:{port}"))
+            return {"grpc_port": port, "model": ready["model"], "versions": ready["versions"]}
+
+        def predict() -> dict:
+            evaluation = json.loads((out / "evaluation" / "metrics.json").read_text())
+            return _served_predictions(served["client"], model_dir, test, evaluation, truth, _plots(out)["roc_test"])
+
+        def mask() -> dict:
+            summary, table = _served_masking(served["client"], cohort_dir / "gene_sets.gmt", seed, progress)
+            (out / "masking").mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / "masking" / "results.csv", index=False)
+            masking.update(_masking_vs_truth(table, truth))
+            masking_heatmap(table, _plots(out)["masking_heatmap"], _planted_pairs(truth),
+                            _output_order(truth, list(dict.fromkeys(table["output"]))))
+            return {**summary, "results": str(out / "masking" / "results.csv"), "recall_q<0.1": masking["recall"],
+                    "decoy_calls": masking["decoy_calls"]}
+
+        def stop() -> dict:
+            app.close()
+            return {}
+
+        result.stage("start the Serve app (gateway, radiomics, masking) on the same Ray; gRPC health SERVING", start)
+        served["extraction"] = result.stage(
+            "RadiomicsService.ExtractUpload: one test case against its batch extraction",
+            lambda: _served_extraction(served["client"], cohort_dir / "test" / "images" / "manifest.csv",
+                                       out / "features_test.csv"))
+        served["prediction"] = result.stage("PredictionService: the test cohort against the in-process model", predict)
+        served["masking_job"] = result.stage("MaskingService: gene-masking job on the test cohort with the generator's "
+                                             "gene sets (1,000 nulls per size)", mask)
+        result.stage("stop the Serve app", stop)
+    return {k: served[k] for k in ("extraction", "prediction", "masking_job")}
 
 
 def _write_report(out: Path, result: DemoResult) -> None:
@@ -225,14 +393,45 @@ def _write_report(out: Path, result: DemoResult) -> None:
     lines += [pd.DataFrame(result.report["comparison_cv"]).to_markdown(index=False, floatfmt=".3f"), "",
               "### Independent test cohort (AUC; CIs in evaluation/metrics.md)", "",
               pd.DataFrame(result.report["test"]).to_markdown(index=False, floatfmt=".3f")]
+    lines += _services_section(result.report.get("services") or {}, result.report.get("plots") or {})
     masking = result.report.get("masking") or {}
     if masking:
-        lines += ["", "## Gene masking against the planted truth (keep mode, test cohort, q < 0.1)", "",
+        lines += ["", "## Gene masking against the planted truth (MaskingService job, keep mode, test, q < 0.1)", "",
                   f"Planted associations found: {masking['recall']}; decoy sets called: {masking['decoy_calls']} "
                   f"(of {masking['calls']} calls in all). Full table: `masking/results.csv`.", "",
+                  f"![Gene-masking heatmap]({result.report['plots']['masking_heatmap']})", "",
                   pd.DataFrame(masking["planted"]).to_markdown(index=False) if masking["planted"] else "(no planted output scored)"]
-    lines += ["", "## Stages not built yet", ""] + [f"- {name} (issue #{n})" for name, n in PENDING.items()]
+    if PENDING:
+        lines += ["", "## Stages not built yet", ""] + [f"- {name} (issue #{n})" for name, n in PENDING.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _services_section(services: dict, plots: dict) -> list[str]:
+    """Report lines for the gRPC calls: each service's answer checked against the in-process result."""
+    if not services:
+        return []
+    ext, pred, job = services["extraction"], services["prediction"], services["masking_job"]
+    auc_diff = pred["max_auc_diff_vs_evaluation"]
+    rows = [
+        (f"RadiomicsService.ExtractUpload ({ext['case']})",
+         f"{ext['features']} features against the batch-extracted row (names match: {ext['feature_names_match']})",
+         f"max abs diff {ext['max_abs_diff']:.3g}, max relative diff {ext['max_rel_diff']:.3g}"),
+        (f"PredictionService.PredictBatch ({pred['patients']} test patients, {pred['outputs']} outputs)",
+         "served against in-process probabilities (same artifact)", f"max abs diff {pred['max_abs_diff']:.3g}"),
+        ("(the same served predictions)", "AUCs against the evaluation stage's",
+         "n/a" if auc_diff is None else f"max abs diff {auc_diff:.3g}"),
+        (f"MaskingService job {job['job_id']}",
+         f"{job['gene_sets']} gene sets, {job['chunks']} chunks, {job['evaluations']} evaluations",
+         f"{job['state']}, {job['result_rows']} result rows (analysed in the next section)"),
+    ]
+    aucs = pd.DataFrame([{"output": k, "served AUC": v} for k, v in pred["auc_histology"].items()])
+    intro = ("The trained model served as the radiogenomics Serve app on the demo's Ray; every call went through "
+             "`services.client.RadiogenomicsClient` to the app's gRPC port on 127.0.0.1.")
+    return ["", "## The services, called over gRPC as a client would", "", intro, "",
+            "| service call | check | result |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
+            "### Test AUCs of the served predictions", "", aucs.to_markdown(index=False, floatfmt=".3f"), "",
+            f"Radiomic targets: mean served AUC {pred['auc_radiomic_mean']}.", "",
+            f"![ROC curves of the served predictions]({plots['roc_test']})"]
 
 
 def summary_line(result: DemoResult) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -77,3 +78,19 @@ async def end_stream(context: object, method: str, exc: Exception) -> None:
 
     await answer(context, method, work, None)
     raise StreamEnded(f"{method} ended with an error") from None
+
+
+def inside_root(root: Path | None, relative: str, field: str, disabled: str) -> Path:
+    """`relative` resolved under the data root; refuses paths that escape it (`..`, symlinks, absolute).
+
+    `disabled` is the FAILED_PRECONDITION message for a server with no data root.
+    """
+    if root is None:
+        raise Precondition(disabled)
+    if not relative:
+        raise InputError(f"{field} is empty; give a path relative to the data root")
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise InputError(f"{field} {relative!r} is outside the server's data root; give a path inside it")
+    return path

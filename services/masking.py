@@ -39,7 +39,7 @@ from radiogenomics.prediction import MissingGenes, assemble
 from radiogenomics.registry import LoadedModel, load_model, resolve
 from services import metrics
 from services.edge import edge
-from services.errors import Precondition, answer, end_stream
+from services.errors import Precondition, answer, end_stream, inside_root
 from services.forwarding import Forwardable
 from services.pb.radiogenomics.v1 import common_pb2, masking_pb2
 from services.prediction import profile_from_message
@@ -140,13 +140,8 @@ class MaskingServer(Forwardable):
         return self._models[key]
 
     def _cohort_path(self, relative: str) -> Path:
-        root = self.config.data_root
-        if root is None:
-            raise Precondition("cohort_path is disabled: this server has no data root; send the patients inline")
-        root = root.resolve()
-        path = (root / relative).resolve()
-        if not relative or not path.is_relative_to(root):
-            raise InputError(f"cohort_path {relative!r} is outside the server's data root; give a folder inside it")
+        path = inside_root(self.config.data_root, relative, "cohort_path",
+                           "cohort_path is disabled: this server has no data root; send the patients inline")
         if not path.is_dir():
             raise InputError(f"cohort_path {relative!r} is not a cohort folder under the data root")
         return path

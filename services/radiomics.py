@@ -23,7 +23,7 @@ from radiogenomics.extraction.extract import Extraction, extract_files
 from radiogenomics.extraction.params import parse_params
 from services import metrics
 from services.edge import edge
-from services.errors import Precondition, answer
+from services.errors import answer, inside_root
 from services.forwarding import Forwardable
 from services.pb.radiogenomics.v1 import common_pb2, radiomics_pb2
 
@@ -181,15 +181,8 @@ class RadiomicsServer(Forwardable):
         return header, files["image"], files["mask"]
 
     def _inside_root(self, relative: str, field: str) -> Path:
-        root = self.config.data_root
-        if root is None:
-            raise Precondition("ExtractFromPath is disabled: this server has no data root; upload with ExtractUpload instead")
-        if not relative:
-            raise InputError(f"{field} is empty; give a path relative to the data root")
-        root = root.resolve()
-        path = (root / relative).resolve()
-        if not path.is_relative_to(root):
-            raise InputError(f"{field} {relative!r} is outside the server's data root; give a path inside it")
+        path = inside_root(self.config.data_root, relative, field, "ExtractFromPath is disabled: this server has no "
+                           "data root; upload with ExtractUpload instead")
         if not path.exists():
             raise InputError(f"{field} {relative!r} not found under the data root")
         return path

@@ -8,6 +8,7 @@ when everything is ready; SIGINT or SIGTERM shut Serve (and a local Ray) down cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,10 +163,11 @@ def serve_forever(options: ServeOptions, stop: threading.Event | None = None) ->
     """Start the app, print the ready line, block until `stop` is set or a signal arrives."""
     stop = stop or threading.Event()
     app_config(options)  # a bad argument fails in one line before Ray starts
-    with running_app(options) as ready:
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr), running_app(options) as ready:  # stdout: only the ready line
         for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own SIGTERM handler
             signal.signal(sig, lambda *_: stop.set())
-        print(json.dumps(ready), flush=True)
+        print(json.dumps(ready), file=stdout, flush=True)
         print(f"serving {ready['model']} versions {', '.join(ready['versions'])} with radiomics and masking over gRPC "
               f"on port {options.grpc_port}; Ctrl-C stops", file=sys.stderr, flush=True)
         stop.wait()

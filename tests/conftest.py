@@ -66,11 +66,9 @@ def small_registry(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
-    import socket
+    from services.run import free_loopback_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_loopback_port()
 
 
 @pytest.fixture(scope="session")

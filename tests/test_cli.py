@@ -97,15 +97,20 @@ def test_unknown_verb_is_one_line() -> None:
     assert "invalid choice: 'frobnicate'" in line
 
 
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 20_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
-    """The README's main job: every landed stage runs and the report names what is still to come."""
+    """The README's main job: every stage runs, the services answer as in process, and nothing is pending."""
     out = tmp_path / "demo-out"
-    result = run("demo", "--out", str(out), "--quiet")
+    # ~5-6 min on 2 cores (training, then the Serve app and its three services): longer than run()'s limit.
+    result = subprocess.run([CLI, "demo", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=840)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["test_auc"]["HALLMARK_HYPOXIA->histology:SCC"] > 0.75
     report = (out / "report.md").read_text()
-    assert "HALLMARK_HYPOXIA" in report and "issue #" in report
+    assert "HALLMARK_HYPOXIA" in report and "Stages not built yet" not in report
     assert (out / "cohort" / "train" / "images" / "manifest.csv").is_file()
     # Radiomics extracted from the generated CT images through Ray track the planted size program.
     image_truth = json.loads((out / "report.json").read_text())["image_features_vs_programs"]
@@ -119,13 +124,28 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     radiomic = [v["auc"] for k, v in metrics.items() if not k.startswith("histology:")]
     assert np.mean(radiomic) > 0.55  # planted programs drive most features: well above chance even at demo budget
     assert "The selected network against the baselines" in report and "logistic_l2" in report
-    # Gene masking of the test cohort: results for every output, planted sets placed against the truth.
-    masking = json.loads((out / "report.json").read_text())["masking"]
+    # The Serve app answered every gRPC service as the core does in process.
+    full = json.loads((out / "report.json").read_text())
+    services = full["services"]
+    extraction = services["extraction"]
+    assert extraction["feature_names_match"] and extraction["features"] > 100 and extraction["max_rel_diff"] <= 1e-6
+    prediction = services["prediction"]
+    assert prediction["patients"] == 60 and prediction["outputs"] == len(metrics) and prediction["max_abs_diff"] <= 1e-5
+    assert set(prediction["auc_histology"]) == {k for k in metrics if k.startswith("histology:")}
+    assert prediction["max_auc_diff_vs_evaluation"] <= 1e-9  # the served predictions are the evaluated ones
+    assert services["masking_job"]["state"] == "SUCCEEDED" and "The services, called over gRPC" in report
+    # Gene masking of the test cohort through MaskingService: results for every output, planted sets against the truth.
+    masking = full["masking"]
     table = pd.read_csv(out / "masking" / "results.csv")
+    assert len(table) == services["masking_job"]["result_rows"]
     assert set(table["output"]) == set(metrics) and table["q_value"].between(0, 1).all()
     assert masking["planted"] and "Gene masking against the planted truth" in report
     hypoxia = next(r for r in masking["planted"] if r["gene_set"] == "HALLMARK_HYPOXIA" and r["output"] == "histology:SCC")
     assert hypoxia["best_decoy_rank"] is None or hypoxia["rank"] < hypoxia["best_decoy_rank"]
+    # The figures: ROC of the served predictions and the masking heatmap, linked from the report.
+    for name in ("roc_test", "masking_heatmap"):
+        assert full["plots"][name] == f"plots/{name}.png" and _is_png(out / "plots" / f"{name}.png")
+        assert f"](plots/{name}.png)" in report
     # An unrelated non-empty directory is refused (an earlier demo's output would be replaced).
     other = tmp_path / "other"
     other.mkdir()
