@@ -26,7 +26,7 @@ class Precondition(InputError):
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, LimitExceeded):
+    if isinstance(exc, (LimitExceeded, MemoryError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND
@@ -55,6 +55,9 @@ async def answer(context: object, method: str, work: Callable[[str], Awaitable[T
         if code == grpc.StatusCode.INTERNAL:
             log.exception("%s failed (request %s)", method, request_id)
             details = f"internal error in {method}; quote request id {request_id} to support"
+        elif isinstance(exc, MemoryError):
+            details = (f"{method} ran out of memory with these settings; use coarser settings (a larger binWidth, "
+                       "a larger resampledPixelSpacing) or a smaller volume")
         else:
             details = " ".join(str(exc).split())
         if context is not None:
@@ -89,8 +92,15 @@ def inside_root(root: Path | None, relative: str, field: str, disabled: str) -> 
         raise Precondition(disabled)
     if not relative:
         raise InputError(f"{field} is empty; give a path relative to the data root")
+    shown = relative if len(relative) <= 200 else relative[:200] + "..."
+    if "\x00" in relative:
+        raise InputError(f"{field} contains a NUL character; give a plain path relative to the data root")
     root = Path(root).resolve()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+        path.exists()  # an over-long name fails here, not later
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{field} {shown!r} is not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
     if not path.is_relative_to(root):
-        raise InputError(f"{field} {relative!r} is outside the server's data root; give a path inside it")
+        raise InputError(f"{field} {shown!r} is outside the server's data root; give a path inside it")
     return path

@@ -379,11 +379,12 @@ class MaskingServer(Forwardable):
             size = request.page_size or 500
             if not 1 <= size <= 10_000:
                 raise InputError(f"page_size {request.page_size} is outside 1..10000")
-            if request.page_token and not request.page_token.isdigit():
+            token = request.page_token
+            if token and not (token.isascii() and token.isdigit() and len(token) <= 12):
                 raise InputError("page_token is not one this server issued; pass next_page_token from the previous page")
             if request.max_q_value < 0 or np.isnan(request.max_q_value):
                 raise InputError(f"max_q_value {request.max_q_value} must be >= 0 (0 = no filter)")
-            offset = int(request.page_token or 0)
+            offset = int(token or 0)
             frame, total = await asyncio.to_thread(self.store.results, record.id, list(request.outputs),
                                                    request.max_q_value or None, offset, size)
             rows = [masking_pb2.MaskingResult(**{k: (0.0 if v is None or (isinstance(v, float) and np.isnan(v)) else v)

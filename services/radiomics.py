@@ -9,8 +9,11 @@ answering health checks while it computes. Replicas are CPU-bound: `num_cpus` ea
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,8 @@ class RadiomicsConfig(BaseModel):
     data_root: Path | None = Field(None, description="ExtractFromPath reads only under this folder; None disables it")
     max_voxels: int = Field(64 * 1024 * 1024, ge=1, description="largest image accepted, in voxels")
     max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1, description="largest upload (image + mask), in bytes")
+    extraction_processes: int = Field(1, ge=1, description="child processes per replica that read and extract "
+                                                           "(a file that crashes a native reader kills only its child)")
 
 
 class RadiomicsDeployment(BaseModel):
@@ -72,7 +77,7 @@ def _suffix(fmt: str, first_bytes: bytes) -> str:
 
 def _options(options: radiomics_pb2.ExtractionOptions) -> dict:
     segment: int | str | None = options.segment or None
-    if isinstance(segment, str) and segment.isdigit():
+    if isinstance(segment, str) and segment.isascii() and segment.isdigit() and len(segment) <= 9:
         segment = int(segment)
     return {
         "label": options.label or None,
@@ -100,6 +105,24 @@ def _response(result: Extraction, case_id: str, request_id: str, started: float)
 SERVICE = radiomics_pb2.DESCRIPTOR.services_by_name["RadiomicsService"]
 
 
+def _warm_child() -> None:
+    import logging
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    parse_params(None).extractor()  # import pyradiomics once per child
+
+
+def _extraction_pool(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_warm_child)
+
+
+def _extract_in_child(image: str, mask: str, params, image_fmt: str | None, mask_fmt: str | None, options: dict,
+                      max_voxels: int) -> Extraction:
+    return extract_files(image, mask, params, image_format=image_fmt, mask_format=mask_fmt, max_voxels=max_voxels,
+                         **options)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 @edge(SERVICE)
 class RadiomicsServer(Forwardable):
@@ -111,12 +134,27 @@ class RadiomicsServer(Forwardable):
         logging.getLogger("radiomics").setLevel(logging.ERROR)
         self.config = RadiomicsConfig.model_validate(config)
         parse_params(None).extractor()  # import pyradiomics now, not on the first request
+        self._pool = _extraction_pool(self.config.extraction_processes)
 
-    def _extract(self, image: Path, mask: Path, image_fmt: str | None, mask_fmt: str | None,
-                 options: radiomics_pb2.ExtractionOptions) -> Extraction:
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _extract(self, image: Path, mask: Path, image_fmt: str | None, mask_fmt: str | None,
+                       options: radiomics_pb2.ExtractionOptions) -> Extraction:
+        """Extract in a child process: a file that crashes a native reader takes the child, not the replica."""
         params = parse_params(options.params_yaml, "options.params_yaml")
-        result = extract_files(str(image), str(mask), params, image_format=image_fmt, mask_format=mask_fmt,
-                               max_voxels=self.config.max_voxels, **_options(options))
+        pool = self._pool
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                pool, _extract_in_child, str(image), str(mask), params, image_fmt, mask_fmt, _options(options),
+                self.config.max_voxels)
+        except BrokenProcessPool:
+            if self._pool is pool:  # the first request to notice replaces the pool
+                self._pool = _extraction_pool(self.config.extraction_processes)
+            raise InputError("the image or mask crashed the image reader; check that the files are valid "
+                             "NRRD, NIfTI or DICOM and match the formats in the header") from None
         metrics.extraction_seconds().observe(result.provenance.seconds)
         metrics.extraction_voxels().observe(result.provenance.voxel_count)
         return result
@@ -126,10 +164,8 @@ class RadiomicsServer(Forwardable):
             started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="radiomics-upload-") as tmp:
                 header, image, mask = await self._receive(request_stream, Path(tmp))
-                result = await asyncio.to_thread(
-                    self._extract, image, mask, _IMAGE_FORMATS[header.image_format],
-                    _MASK_FORMATS[header.mask_format], header.options,
-                )
+                result = await self._extract(image, mask, _IMAGE_FORMATS[header.image_format],
+                                             _MASK_FORMATS[header.mask_format], header.options)
             return _response(result, header.options.case_id, request_id, started)
 
         return await answer(grpc_context, "ExtractUpload", work, radiomics_pb2.ExtractResponse())
@@ -192,10 +228,8 @@ class RadiomicsServer(Forwardable):
             started = time.perf_counter()
             image = self._inside_root(request.image_path, "image_path")
             mask = self._inside_root(request.mask_path, "mask_path")
-            result = await asyncio.to_thread(
-                self._extract, image, mask, _IMAGE_FORMATS.get(request.image_format),
-                _MASK_FORMATS.get(request.mask_format), request.options,
-            )
+            result = await self._extract(image, mask, _IMAGE_FORMATS.get(request.image_format),
+                                         _MASK_FORMATS.get(request.mask_format), request.options)
             return _response(result, request.options.case_id, request_id, started)
 
         return await answer(grpc_context, "ExtractFromPath", work, radiomics_pb2.ExtractResponse())

@@ -22,11 +22,8 @@ PYRAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyradiomics"
 META = (("application", APP_NAME),)
 
 
-@pytest.fixture(scope="module")
-def client(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
-    from ray import serve
-
-    config = default_config(small_registry, SMALL_MODEL, None, tmp_path_factory.mktemp("limits-jobs"), small_cohort)
+def _config(small_registry: Path, small_cohort: Path, jobs: Path):
+    config = default_config(small_registry, SMALL_MODEL, None, jobs, small_cohort)
     config.prediction.max_batch_profiles = 8
     config.radiomics.max_voxels = 2_000_000                      # brain1 (1.6 M) fits, lung1 (12.6 M) does not
     config.radiomics.max_upload_bytes = 3 * 1024 * 1024          # brain1 fits
@@ -35,9 +32,16 @@ def client(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path_f
     config.masking.default_nulls = 50
     config.masking.max_active_jobs = 1
     config.masking.task_cpus = 0.5
-    config.security.request_timeout_s = 0.25                     # a lung-sized extraction takes longer
     for deployment in (config.gateway_deployment, config.radiomics_deployment):
         deployment.num_cpus = 0.25
+    return config
+
+
+@pytest.fixture(scope="module")
+def client(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
+    from ray import serve
+
+    config = _config(small_registry, small_cohort, tmp_path_factory.mktemp("limits-jobs"))
     serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
     with RadiogenomicsClient(f"127.0.0.1:{serve_grpc}") as c:
         c.metadata = META
@@ -59,7 +63,7 @@ def test_profiles_per_request(client, small_cohort: Path) -> None:
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "9 profiles exceed the limit of 8" in details
 
 
-def test_upload_bytes_voxels_and_time(client, tmp_path: Path) -> None:
+def test_upload_bytes_voxels_and_settings_that_would_exhaust_memory(client, tmp_path: Path) -> None:
     code, details = _status(lambda: client.extract_upload(PYRAD / "lung1_image.nrrd", PYRAD / "lung1_label.nrrd"))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 3,145,728 bytes" in details
     # lung1-sized (12.6 M voxels) but compressed small enough to upload: the voxel limit stops it.
@@ -74,9 +78,13 @@ def test_upload_bytes_voxels_and_time(client, tmp_path: Path) -> None:
     code, details = _status(lambda: client.extract_upload(tmp_path / "big.nrrd", tmp_path / "mask.nrrd"))
     assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT)
     assert "over the limit of 2,000,000" in details, details
-    # brain1 passes both size limits but not the 0.25 s per-request limit.
-    code, details = _status(lambda: client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd"))
-    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 0.25 s per request" in details
+    # Settings that would size pyradiomics' work far beyond the upload are refused before it runs.
+    for params, fragment in (("setting: {binWidth: 0.001}", "over the limit of 4,096"),
+                             ("setting: {resampledPixelSpacing: [0.01, 0.01, 0.01]}", "over the limit of 2,000,000"),
+                             ("a: &x [1, 2]\nb: *x", "aliases")):
+        code, details = _status(lambda: client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd",
+                                                              params_yaml=params))
+        assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT) and fragment in details
     assert client.serving("")
 
 
@@ -98,3 +106,15 @@ def test_masking_sets_nulls_and_concurrent_jobs(client, small_cohort: Path) -> N
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1 jobs are already queued or running (the limit)" in details
     finally:
         client.masking.CancelJob(masking_pb2.JobRef(job_id=first.job_id), metadata=META, timeout=30)
+
+
+def test_request_time_limit(client, serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path: Path) -> None:
+    """Redeployed with a 0.25 s limit per unary request, a full brain1 extraction (about 0.4 s idle) is cut off."""
+    from ray import serve
+
+    config = _config(small_registry, small_cohort, tmp_path / "jobs")
+    config.security.request_timeout_s = 0.25
+    serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+    code, details = _status(lambda: client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit of 0.25 s per request" in details
+    assert client.serving("")

@@ -102,6 +102,46 @@ def choose_label(mask: sitk.Image, label: int | None, default: int | None = None
     return int(labels[0])
 
 
+MAX_GRAY_LEVELS = 4096  # texture matrices grow with the square of the gray levels
+
+
+def _check_cost(image: sitk.Image, mask: sitk.Image, label: int, settings: dict, max_voxels: int | None) -> None:
+    """Refuse settings whose work pyradiomics would size from the settings, not the upload.
+
+    Resampling to a fine `resampledPixelSpacing` multiplies the voxels of the region (the voxel
+    limit must hold after resampling), and a tiny `binWidth` (or a huge `binCount`) makes texture
+    matrices with billions of cells; both would exhaust a replica's memory.
+    """
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    shape.Execute(sitk.Cast(mask, sitk.sitkUInt32) == label)
+    if not shape.HasLabel(1):
+        return
+    box = shape.GetBoundingBox(1)
+    dims = len(box) // 2
+    spacing = mask.GetSpacing()
+    resampled = settings.get("resampledPixelSpacing")
+    if max_voxels is not None and resampled and any(float(v or 0) > 0 for v in resampled):
+        pad = int(settings.get("padDistance", 5) or 0)
+        new = [float(v) if float(v or 0) > 0 else spacing[i] for i, v in enumerate(list(resampled)[:dims])]
+        voxels = float(np.prod([box[dims + i] * spacing[i] / new[i] + 2 * pad + 1 for i in range(dims)]))
+        if voxels > max_voxels:
+            raise VolumeTooLarge(f"setting.resampledPixelSpacing {list(resampled)} resamples the region to about "
+                                 f"{voxels:,.0f} voxels, over the limit of {max_voxels:,}; use a coarser spacing")
+    pixels, roi = sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(mask)
+    if pixels.shape != roi.shape:  # pyradiomics will resample the mask (correctMask); judge on the whole image
+        values = pixels.ravel()
+    else:
+        values = pixels[roi == label]
+    if settings.get("binCount") is not None:
+        levels = float(settings["binCount"])
+    else:
+        width = float(settings.get("binWidth", 25) or 25)
+        levels = (float(values.max()) - float(values.min())) / width if values.size and width > 0 else 0.0
+    if levels > MAX_GRAY_LEVELS:
+        raise LimitExceeded(f"the settings give {levels:,.0f} gray levels in the region, over the limit of "
+                            f"{MAX_GRAY_LEVELS:,}; use a larger setting.binWidth or a smaller binCount")
+
+
 def extract_features(
     image: sitk.Image,
     mask: sitk.Image,
@@ -122,6 +162,7 @@ def extract_features(
     chosen = choose_label(mask, label, settings.get("label"))
     if not settings.get("correctMask", False):
         _check_geometry(image, mask, float(settings.get("geometryTolerance") or DEFAULT_GEOMETRY_TOLERANCE))
+    _check_cost(image, mask, chosen, settings, max_voxels)
     extractor = params.extractor()
     try:
         result = extractor.execute(image, mask, label=chosen)

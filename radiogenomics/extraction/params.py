@@ -74,16 +74,31 @@ def build_extractor(params: dict[str, Any], source: str = "parameters") -> Any:
         raise InputError(f"{source}: invalid pyradiomics parameters: {detail}; see pyradiomics' parameter file documentation") from None
 
 
+MAX_PARAMS_CHARS = 64 * 1024
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors/aliases: a parameter file needs none, and nested aliases expand exponentially."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def parse_params(text: str | None, source: str = "params") -> ExtractionParams:
     """Parse and validate YAML parameter text (None or blank: pyradiomics' defaults)."""
     if text is None or not text.strip():
         return ExtractionParams({})
+    if len(text) > MAX_PARAMS_CHARS:
+        raise InputError(f"{source}: {len(text):,} characters, over the limit of {MAX_PARAMS_CHARS:,} for a parameter file")
     try:
-        params = yaml.safe_load(text)
+        params = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{source}: not valid YAML{where}; write it in pyradiomics' parameter file format") from None
+        problem = "YAML aliases (*name) are not allowed" if "aliases are not allowed" in str(exc) else "not valid YAML"
+        raise InputError(f"{source}: {problem}{where}; write it in pyradiomics' parameter file format") from None
     if params is None:
         params = {}
     if not isinstance(params, dict):
