@@ -223,3 +223,55 @@ def test_bad_input_gets_a_clear_status_and_the_replica_keeps_serving(stub, name,
     expect_error(code, pattern, call, stub)
     image, mask = _breast()
     assert upload(stub, image, mask).provenance.voxel_count == 143  # the next request succeeds
+
+
+def _extraction_children() -> list:
+    """The radiomics replica's extraction child processes (spawned by its process pool)."""
+    import psutil
+
+    children = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "multiprocessing.spawn" in cmdline or "multiprocessing.resource_tracker" in cmdline:
+            parent = proc.parent()
+            if parent is not None and "RadiomicsServer" in " ".join(parent.cmdline()):
+                children.append(proc)
+    return [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_a_crash_while_reading_or_extracting_costs_one_request_not_the_replica(stub) -> None:
+    """SIGKILL the child process in the middle of an extraction (as a native reader crash would end it):
+    that request gets INVALID_ARGUMENT, the replica lives on, and the next extraction works."""
+    import signal
+    import threading
+    import time
+
+    import ray
+
+    before = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "radiomics#" in a["name"])
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            outcome["answer"] = upload(stub, PYRAD / "lung1_image.nrrd", PYRAD / "lung1_label.nrrd")
+        except grpc.RpcError as err:
+            outcome["error"] = err
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    deadline, killed = time.monotonic() + 30, []
+    while not killed and time.monotonic() < deadline:
+        time.sleep(0.3)  # let the upload arrive and the child start reading
+        for proc in _extraction_children():
+            if proc.cpu_percent(interval=0.1) > 5:
+                proc.send_signal(signal.SIGKILL)
+                killed.append(proc.pid)
+    worker.join(120)
+    assert killed, "no busy extraction child found"
+    assert "error" in outcome, "the killed extraction answered anyway"
+    assert outcome["error"].code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "crashed the image reader" in outcome["error"].details()
+    again = upload(stub, PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd")
+    assert len(again.features) > 100
+    after = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "radiomics#" in a["name"])
+    assert after == before  # the same replica
