@@ -205,6 +205,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="radiogenomics", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"radiogenomics {__version__}")
@@ -309,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require `authorization: Bearer <token>` on every RPC but health; FILE holds `name:token` "
                         "lines (default: $RADIOGENOMICS_AUTH_TOKENS; neither = no access control)")
     p.add_argument("--audit-dir", type=Path, help="folder for the audit log (default: the replica log)")
-    p.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--request-timeout", type=_positive_float, default=600.0, metavar="SECONDS",
                    help="longest a unary RPC may take (default 600)")
     p.add_argument("--max-message-bytes", type=_positive_int, default=128 * 1024 * 1024,
                    help="largest gRPC message accepted (default 128 MiB; local Ray only)")

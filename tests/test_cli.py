@@ -48,6 +48,29 @@ def test_serve_refuses_a_missing_model_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "neither a model artifact" in line
 
 
+def test_serve_refuses_bad_security_and_limit_arguments_in_one_line(small_registry: Path, tmp_path: Path) -> None:
+    from tests.conftest import SMALL_MODEL
+
+    model = str(small_registry / SMALL_MODEL)
+    short = tmp_path / "short-tokens"
+    short.write_text("pacs:tooshort\n")
+    duplicate = tmp_path / "duplicate-tokens"
+    duplicate.write_text("a:" + "x" * 32 + "\na:" + "y" * 32 + "\n")
+    cases = [
+        ((model, "--auth-tokens", str(short)), "shorter than 16 characters"),
+        ((model, "--auth-tokens", str(duplicate)), "line 2: duplicate name"),
+        ((model, "--auth-tokens", str(tmp_path / "missing")), "cannot read it"),
+        ((model, "--request-timeout", "-1"), "must be a positive number of seconds"),
+        ((model, "--gene-sets", "hallmark"), "is not NAME=FILE"),
+        ((model, "--gene-sets", f"hallmark={tmp_path / 'none.gmt'}"), "no such GMT file"),
+        ((model, "--max-voxels", "0"), "must be a positive whole number"),
+    ]
+    for args, fragment in cases:
+        result = run("serve", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert fragment in _one_line_error(result), (args, result.stderr)
+
+
 def test_synth_writes_a_loadable_cohort(tmp_path: Path, hallmark_gmt: Path) -> None:
     out = tmp_path / "cohort"
     result = run("synth", str(out), "--train", "30", "--test", "12", "--genes", "5000", "--features", "20",
