@@ -170,14 +170,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import logging
-
-    import ray
-    from ray import serve
-    from ray.serve.config import gRPCOptions
-
-    from services.app import APP_NAME, GATEWAY, SERVICERS, default_config, radiogenomics_app
-    from services.run import free_loopback_port
+    from services.app import APP_NAME, GATEWAY, default_config
+    from services.run import free_loopback_port, serving
 
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         print("fitting a small model ...", file=sys.stderr, flush=True)
@@ -185,13 +179,8 @@ def main() -> int:
         config = default_config(folder.parent.parent, "faults", None, Path(tmp) / "jobs")
         config.gateway_deployment.num_replicas = 2
         config.gateway_deployment.num_cpus = 0.25
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        logging.getLogger("ray.serve").setLevel(logging.ERROR)
         port = free_loopback_port()
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
-                        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICERS))
-            serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+        with serving(config, port):  # the whole app on a local Ray, as `radiogenomics serve` runs it
             target, meta = f"127.0.0.1:{port}", (("application", APP_NAME),)
             runs = {}
             for label, kill, retry in (("no kill", None, False), ("kill, no client retry", 5.0, False),
@@ -199,9 +188,6 @@ def main() -> int:
                 runs[label] = asyncio.run(steady_load(target, meta, requests, args.clients, args.seconds, kill,
                                                       APP_NAME, GATEWAY, 2, retry))
                 print(report(label, runs[label]), flush=True)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
     base = runs["no kill"].sent / args.seconds
     for label in ("kill, no client retry", "kill, clients retry once"):
         print(f"{label}: throughput {runs[label].sent / args.seconds:.1f} req/s vs {base:.1f} without a kill "

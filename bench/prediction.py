@@ -141,14 +141,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="load duration per level and server (default 6)")
     args = parser.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import logging
-
-    import ray
-    from ray import serve
-    from ray.serve.config import gRPCOptions
-
     from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
-    from services.app import APP_NAME, SERVICERS, default_config, radiogenomics_app
+    from services.app import APP_NAME, default_config
+    from services.run import serving
 
     with tempfile.TemporaryDirectory(prefix="bench-prediction-") as tmp:
         print("fitting a paper-sized model (21,766 genes) ...", file=sys.stderr, flush=True)
@@ -170,14 +165,9 @@ def main() -> int:
             plain.terminate()
             plain.wait()
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        logging.getLogger("ray.serve").setLevel(logging.ERROR)
         port = free_loopback_port()
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
-                        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICERS))
-            app = radiogenomics_app(default_config(folder.parent.parent, "bench", None, Path(tmp) / "jobs"))
-            serve.run(app, name=APP_NAME, route_prefix=f"/{APP_NAME}")  # the whole app, as `serve` runs it
+        config = default_config(folder.parent.parent, "bench", None, Path(tmp) / "jobs")
+        with serving(config, port):  # the whole app on a local Ray, as `radiogenomics serve` runs it
             results["serve"] = {}
             for n in LEVELS:
                 rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), requests, n, args.seconds))
@@ -185,9 +175,6 @@ def main() -> int:
             batch = [prediction_pb2.PredictBatchRequest(profiles=[r.profile for r in requests[k:k + 32]]) for k in (0, 32)]
             rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), batch, 1, args.seconds, 32))
             batched = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
     print(f"{'clients':>7} | {'path':<6} | {'profiles/s':>10} | {'p50 ms':>7} | {'p99 ms':>7}")
     for n in LEVELS:

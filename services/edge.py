@@ -156,10 +156,6 @@ def _wrap(service: str, method: MethodDescriptor, fn: Callable) -> Callable:
     return unary
 
 
-def rpc_names(*services: ServiceDescriptor) -> list[str]:
-    return [method.name for service in services for method in service.methods]
-
-
 def edge(*services: ServiceDescriptor) -> Callable[[type], type]:
     """Class decorator: guard, measure and audit every RPC of `services` that the class answers."""
 

@@ -28,10 +28,9 @@ UNAVAILABLE_HINT = "is unavailable (a replica is restarting); retry with backoff
 class RecordingContext:
     """The part of Serve's gRPC context a deployment method uses, recorded for the caller."""
 
-    def __init__(self, metadata: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self) -> None:
         self._code = grpc.StatusCode.OK
         self._details = ""
-        self._metadata = metadata or []
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self._code = code
@@ -44,9 +43,6 @@ class RecordingContext:
 
     def details(self) -> str:
         return self._details
-
-    def invocation_metadata(self) -> list[tuple[str, str]]:
-        return list(self._metadata)
 
 
 class _ListStream:

@@ -112,12 +112,28 @@ def app_config(options: ServeOptions):
 
 
 @contextmanager
-def running_app(options: ServeOptions) -> Iterator[dict]:
-    """Serve the app inside the current (or a new local) Ray session; yields what the ready line says."""
+def serving(config, grpc_port: int, metrics_port: int | None = None, address: str | None = None) -> Iterator[None]:
+    """Serve the app for `config` (a `services.app.AppConfig`) in the current or a new local Ray, until exit."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
     from services.app import APP_NAME, SERVICERS, radiogenomics_app
+
+    with ray_session(address, metrics_export_port=metrics_port):
+        serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
+                    grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
+        try:
+            serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+            _wait_until_serving(grpc_port)
+            yield
+        finally:
+            serve.shutdown()
+
+
+@contextmanager
+def running_app(options: ServeOptions) -> Iterator[dict]:
+    """Serve the app the command line describes; yields what the ready line says."""
+    from services.app import APP_NAME
 
     config = app_config(options)
     _check_port(options.grpc_port, "grpc")
@@ -125,19 +141,12 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
         _check_port(options.metrics_port, "metrics")
     if options.address is None:  # read by Serve's gRPC proxy when the local Ray starts it
         os.environ[MAX_MESSAGE_ENV] = str(options.max_message_bytes)
-    with ray_session(options.address, metrics_export_port=options.metrics_port):
-        serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
-                    grpc_options=gRPCOptions(port=options.grpc_port, grpc_servicer_functions=SERVICERS))
-        try:
-            serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
-            _wait_until_serving(options.grpc_port)
-            yield {"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
-                   "model": config.prediction.model,
-                   "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
-                   "application": APP_NAME, "jobs_dir": str(config.masking.data_dir),
-                   "auth": config.security.auth_tokens_file is not None}
-        finally:
-            serve.shutdown()
+    with serving(config, options.grpc_port, options.metrics_port, options.address):
+        yield {"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
+               "model": config.prediction.model,
+               "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
+               "application": APP_NAME, "jobs_dir": str(config.masking.data_dir),
+               "auth": config.security.auth_tokens_file is not None}
 
 
 def _wait_until_serving(port: int) -> None:

@@ -64,6 +64,16 @@ def small_registry(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory)
     return root
 
 
+def cut_library(small_cohort: Path, per_kind: int, out: Path) -> Path:
+    """The generator's gene_sets.gmt cut to `per_kind` synthetic (planted, decoy) and `per_kind` Hallmark sets."""
+    from radiogenomics.gene_sets import read_gmt
+
+    sets = read_gmt(small_cohort / "gene_sets.gmt")
+    keep = [n for n in sets if n.startswith("SYNTH_")][:per_kind] + [n for n in sets if n.startswith("HALLMARK_")][:per_kind]
+    out.write_text("".join(f"{n}\tna\t" + "\t".join(sets[n].genes) + "\n" for n in keep))
+    return out
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     from services.run import free_loopback_port

@@ -26,7 +26,7 @@ from radiogenomics.registry import load_model
 from services.client import RadiogenomicsClient
 from services.security import TOKENS_ENV, UNAUTHENTICATED_MESSAGE
 from services.pb.radiogenomics.v1 import masking_pb2, radiomics_pb2
-from tests.conftest import SMALL_MODEL, free_port
+from tests.conftest import SMALL_MODEL, cut_library, free_port
 from tests.prometheus import prometheus_server, query, wait_for
 
 PYRAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyradiomics"
@@ -38,13 +38,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def gmt(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from radiogenomics.gene_sets import read_gmt
-
-    sets = read_gmt(small_cohort / "gene_sets.gmt")
-    keep = [n for n in sets if n.startswith("SYNTH_")][:4] + [n for n in sets if n.startswith("HALLMARK_")][:4]
-    path = tmp_path_factory.mktemp("app-gmt") / "eight.gmt"
-    path.write_text("".join(f"{n}\tna\t" + "\t".join(sets[n].genes) + "\n" for n in keep))
-    return path
+    return cut_library(small_cohort, 4, tmp_path_factory.mktemp("app-gmt") / "eight.gmt")
 
 
 TOKENS = {"pacs-gateway": secrets.token_hex(32), "research-lab": secrets.token_hex(32)}

@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 
 from radiogenomics.cohort import load_cohort
-from radiogenomics.gene_sets import read_gmt
 from radiogenomics.masking import MaskingOptions, library_from_gmt, prepare, run_masking
 from radiogenomics.registry import load_model
 from services.masking import MaskingConfig, masking_app
 from services.pb.radiogenomics.v1 import common_pb2, masking_pb2, masking_pb2_grpc
-from tests.conftest import SMALL_MODEL
+from tests.conftest import SMALL_MODEL, cut_library
 
 APP = "masking"
 META = (("application", APP),)
@@ -26,11 +25,7 @@ COLUMNS = ["gene_set", "size", "covered", "output", "auc", "null_mean", "p_value
 @pytest.fixture(scope="module")
 def gmt(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The generator's library cut to 12 sets (planted, decoys and some Hallmark sets)."""
-    sets = read_gmt(small_cohort / "gene_sets.gmt")
-    keep = [n for n in sets if n.startswith("SYNTH_")][:6] + [n for n in sets if n.startswith("HALLMARK_")][:6]
-    path = tmp_path_factory.mktemp("gmt") / "small.gmt"
-    path.write_text("".join(f"{n}\tna\t" + "\t".join(sets[n].genes) + "\n" for n in keep))
-    return path
+    return cut_library(small_cohort, 6, tmp_path_factory.mktemp("gmt") / "small.gmt")
 
 
 def _deploy(registry: Path, data_dir: Path, data_root: Path, libraries: dict, **limits) -> None:
