@@ -50,6 +50,7 @@ from radiogenomics.masking import (
     unmasked_auc,
 )
 from radiogenomics.masking.plan import bin_size, size_bin
+from radiogenomics.masking.fast import tie_round
 from radiogenomics.masking.stats import auc_many, average_ranks, bh_q, empirical_p
 from radiogenomics.registry import LoadedModel, load_model
 from radiogenomics.training.direct import fit_and_export
@@ -145,26 +146,72 @@ def _random_sets(n_genes: int, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(rng.choice(n_genes, size, replace=False)) for size in SIZES] + [np.arange(n_genes)]
 
 
-# ----------------------------------------------------------------------------------------------
-# The fast path equals the dense masked forward and Captum
+def _merge_near_ties(x: np.ndarray, eps: float = 1e-9) -> np.ndarray:
+    """Each column's values replaced by the index of their near-tie group (sorted gaps <= eps chain together).
+
+    The dense reference pass sums identical rows in different orders (block vs remainder of a
+    matrix kernel), so patients with identical masked inputs may differ in the last bits; grouping
+    by gaps, unlike rounding, never splits a tie at a rounding boundary, on any machine."""
+    out = np.empty(x.shape, dtype=np.float64)
+    for t in range(x.shape[1]):
+        order = np.argsort(x[:, t], kind="stable")
+        groups = np.concatenate([[0], np.cumsum(np.diff(x[order, t]) > eps)])
+        out[order, t] = groups
+    return out
+
+
+def _edge_sets(n_genes: int) -> list[np.ndarray]:
+    """Every gene, every gene but one, and that one gene alone."""
+    return [np.arange(n_genes), np.delete(np.arange(n_genes), 17), np.array([17])]
 
 
 @pytest.mark.parametrize("which", ["shared_model", "per_target_model"])
 @pytest.mark.parametrize("mode", ["keep", "drop"])
 def test_fast_path_equals_dense_masked_forward(request, which: str, mode: str, test_cohort) -> None:
+    """Probabilities against the dense masked forward pass (float32 and float64); AUCs against sklearn,
+    on the engine's own scores exactly and on the dense float64 scores with near-ties merged."""
     model = request.getfixturevalue(which)
     data = prepare(model, test_cohort)
-    sets = _random_sets(data.z.shape[1])
-    fast32 = MaskingKernel(model, data).probabilities(sets, mode)
+    sets = _random_sets(data.z.shape[1]) + _edge_sets(data.z.shape[1])
+    kernel32 = MaskingKernel(model, data)
+    fast32, auc32 = kernel32.probabilities(sets, mode), kernel32.aucs(sets, mode)
     kernel64 = MaskingKernel(model, data, dtype=torch.float64)
     fast64, auc64 = kernel64.probabilities(sets, mode), kernel64.aucs(sets, mode)
+    scores32, scores64 = kernel32.scores(sets, mode), kernel64.scores(sets, mode)
+    outputs = range(len(data.outputs))
     for i, genes in enumerate(sets):
         dense32 = _dense(model, data.z, genes, mode)
         dense64 = _dense(model, data.z, genes, mode, torch.float64)
         assert np.abs(fast32[i] - dense32).max() < 1e-5, (len(genes), np.abs(fast32[i] - dense32).max())
         assert np.abs(fast64[i] - dense64).max() < 1e-10
-        sk = [roc_auc_score(data.labels[:, t], dense64[:, t]) for t in range(len(data.outputs))]
-        np.testing.assert_allclose(auc64[i], sk, atol=1e-12)
+        own32 = [roc_auc_score(data.labels[:, t], scores32[i, :, t].astype(np.float64)) for t in outputs]
+        own64 = [roc_auc_score(data.labels[:, t], tie_round(scores64[i, :, t])) for t in outputs]
+        np.testing.assert_allclose(auc32[i], own32, atol=1e-12)
+        np.testing.assert_allclose(auc64[i], own64, atol=1e-12)
+        merged = _merge_near_ties(dense64)
+        dense_auc = [roc_auc_score(data.labels[:, t], merged[:, t]) for t in outputs]
+        np.testing.assert_allclose(auc64[i], dense_auc, atol=1e-12, err_msg=f"set {i} ({len(genes)} genes)")
+
+
+@pytest.mark.parametrize("which", ["shared_model", "per_target_model"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masking_edge_cases(request, which: str, dtype: torch.dtype, test_cohort) -> None:
+    """Keeping every gene is the unmasked model, dropping every gene (or keeping none) is every patient at
+    the training mean (all AUCs exactly 0.5), and dropping all genes but one equals keeping that gene."""
+    model = request.getfixturevalue(which)
+    data = prepare(model, test_cohort)
+    n_genes = data.z.shape[1]
+    every, all_but_one, one = _edge_sets(n_genes)
+    kernel = MaskingKernel(model, data, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert np.abs(kernel.probabilities([every], "keep")[0] - _dense(model, data.z, every, "keep", dtype)).max() < tol
+    for mode, genes in (("drop", every), ("keep", np.array([], dtype=np.int64))):
+        probs = kernel.probabilities([genes], mode)[0]
+        assert np.all(probs == probs[0]), mode  # identical inputs, identical scores: ties stay ties
+        assert np.all(kernel.aucs([genes], mode) == 0.5), mode
+    np.testing.assert_array_equal(kernel.scores([all_but_one], "drop"), kernel.scores([one], "keep"))
+    np.testing.assert_array_equal(kernel.aucs([all_but_one], "drop"), kernel.aucs([one], "keep"))
+    assert np.abs(kernel.probabilities([one], "keep")[0] - _dense(model, data.z, one, "keep", dtype)).max() < tol
 
 
 @pytest.mark.parametrize("which", ["shared_model", "per_target_model"])

@@ -89,7 +89,8 @@ def test_batch_predictions_equal_the_in_process_model(stub, registry: Path, test
     first = response.predictions[0]
     assert first.profile_id == "p0" and [f.name for f in first.features] == list(model.spec.features)
     assert [f.cut_point for f in first.features] == pytest.approx(list(model.spec.cut_points))
-    assert first.histology.predicted_class == model.spec.histology_classes[int(expected.histology[0].argmax())]
+    chosen = model.spec.histology_classes.index(first.histology.predicted_class)  # the argmax, up to float round-off
+    assert expected.histology[0][chosen] >= expected.histology[0].max() - 1e-6
     assert all(f.predicted_high == (f.probability_high >= 0.5) for f in first.features)
 
 

@@ -13,9 +13,9 @@ pre-activation (computed in float64), and the rest of each member network.
 
 Precision: by default everything runs in float32, like the model itself; the results equal a dense
 masked forward pass of the model to float32 round-off (~1e-7 on probabilities; the tests ask for
-1e-5), at twice the speed of float64. Checked on this machine's torch: float32 results are
-bit-identical whatever the thread count or batch split, and patients with identical masked inputs
-get bit-identical scores, so ties stay ties and AUCs do not depend on how the work was cut.
+1e-5), at twice the speed of float64. Patients with bit-identical masked inputs get bit-identical
+scores (`_tie_identical_rows`: a matrix kernel alone does not promise it, it may sum the rows of a
+block and of its remainder in different orders), so ties stay ties on every machine.
 dtype=torch.float64 computes in float64 (equal to a float64 dense pass to ~1e-15); its scores are
 rounded to 40 significant bits before ranking, so patients with identical inputs tie exactly
 whatever order the arithmetic summed in.
@@ -51,6 +51,41 @@ def tie_round(x: np.ndarray, bits: int = TIE_BITS) -> np.ndarray:
     """Round to `bits` significant bits, so values equal up to float64 round-off compare equal."""
     mantissa, exponent = np.frexp(x)
     return np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent)
+
+
+def _tie_identical_rows(h: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Give patients whose first-layer rows are bit-identical (within a set) bit-identical scores.
+
+    Identical masked inputs are common (every gene dropped; one gene whose expression is clipped at
+    the same floor), but a matrix kernel may sum identical rows in different orders (a block and
+    its remainder), so their scores can differ in the last bit and an AUC would rank that noise.
+    Rows are hashed with exact integer arithmetic (order-independent), candidates are confirmed
+    bit for bit, and each duplicate takes the score of the first patient with the same row.
+    """
+    s, n, width = h.shape
+    if n < 2:
+        return scores
+    bits = np.ascontiguousarray(h + h.dtype.type(0.0))  # -0.0 == 0.0
+    bits = bits.view(np.uint32 if h.dtype == np.float32 else np.uint64).astype(np.uint64)
+    multipliers = np.random.default_rng(0x5EED).integers(1, 2**63, size=bits.shape[-1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        keys = (bits * multipliers).sum(axis=-1, dtype=np.uint64)  # wraps modulo 2**64: exact, any order
+    order = np.argsort(keys, axis=1, kind="stable")
+    ordered = np.take_along_axis(keys, order, axis=1)
+    repeat = ordered[:, 1:] == ordered[:, :-1]
+    if not repeat.any():
+        return scores
+    # the first position of each key run is its representative (the lowest patient index: stable sort)
+    position = np.broadcast_to(np.arange(n), (s, n))
+    run_start = np.maximum.accumulate(np.where(np.concatenate([np.ones((s, 1), bool), ~repeat], axis=1), position, 0), axis=1)
+    representative = np.empty_like(order)
+    np.put_along_axis(representative, order, np.take_along_axis(order, run_start, axis=1), axis=1)
+    sets, rows = np.nonzero(representative != np.arange(n))
+    reps = representative[sets, rows]
+    same = (h[sets, rows] == h[sets, reps]).all(axis=1)  # a hash collision is not a tie
+    scores = scores.copy()
+    scores[sets[same], rows[same]] = scores[sets[same], reps[same]]
+    return scores
 
 
 @dataclass
@@ -230,7 +265,8 @@ class MaskingKernel:
             for start in range(0, len(gene_lists), step):
                 part = gene_lists[start: start + step]
                 h = self._first_layer(part, mode)
-                out[start: start + len(part)] = self._rest(h.reshape(-1, self.width)).reshape(len(part), self.n_patients, -1).numpy()
+                scores = self._rest(h.reshape(-1, self.width)).reshape(len(part), self.n_patients, -1).numpy()
+                out[start: start + len(part)] = _tie_identical_rows(h.numpy(), scores)
         return out
 
     def probabilities(self, gene_lists: Sequence[np.ndarray], mode: MaskingMode | str) -> np.ndarray:
