@@ -126,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, cut_quantile=args.cut_quantile,
         exclude_targets=[t for t in (args.exclude_targets or "").split(",") if t],
         compare_targets=args.compare_targets, scheduler=args.scheduler, baselines=not args.no_baselines,
-        progress=not args.quiet,
+        progress=not args.quiet, ensemble=args.ensemble, time_budget=args.time_budget,
     )
     folder = train_module.train(options)
     print(folder)  # the artifact path is the last line of standard output
@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-targets", type=int, default=2, help="radiomic targets in the per-target design comparison (0: skip)")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="trial scheduler (default asha)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baseline classifiers")
+    p.add_argument("--ensemble", type=_positive_int, default=3,
+                   help="average up to this many best configurations, as many as score best in CV (default 3; 1: no ensemble)")
+    p.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
+                   help="stop the search after this many seconds (with --trials as the cap on trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_train)
 

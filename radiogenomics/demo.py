@@ -208,7 +208,9 @@ def _served_predictions(client: Any, model_dir: Path, cohort: Cohort, evaluation
     radiomic = [a for n, a in aucs.items() if not n.startswith(HISTOLOGY_PREFIX) and not np.isnan(a)]
     roc_panels(_roc_curves(truth, names, y, served), plot,
                f"Test cohort ({cohort.n_samples} patients): ROC of the served predictions (PredictionService)")
+    info = client.model_info()
     return {"patients": cohort.n_samples, "outputs": len(names), "max_abs_diff": float(np.abs(served - local).max()),
+            "best_family": dict(info.best_family), "ensemble_members": int(info.ensemble_members),
             "auc_histology": {n: round(a, 3) for n, a in aucs.items() if n.startswith(HISTOLOGY_PREFIX)},
             "auc_radiomic_mean": round(float(np.mean(radiomic)), 3) if radiomic else None,
             "max_auc_diff_vs_evaluation": float(max(recorded)) if recorded else None, "plot": str(plot)}

@@ -26,7 +26,7 @@ from radiogenomics import __version__
 from radiogenomics.cohort import Cohort
 from radiogenomics.errors import InputError
 from radiogenomics.jsonsafe import json_safe
-from radiogenomics.training.network import NetConfig, build_network, predict
+from radiogenomics.training.network import EnsembleNet, NetConfig, build_network, predict
 from radiogenomics.training.targets import Predictions, Standardizer, TargetSpec
 
 FORMAT_VERSION = 1
@@ -66,6 +66,13 @@ class ModelCard(BaseModel):
     cv_metrics: dict[str, Any] = {}
     test_metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    #: the input stage the network was trained on, folded into its first layer (sizes, screened genes)
+    input_stage: dict[str, Any] = {}
+    #: per target, the model family with the best mean CV AUC (the network or a baseline)
+    best_family: dict[str, str] = {}
+    #: an ensemble's members (each a hyperparameters dict, architecture on genes), averaged as one model;
+    #: empty for a single network
+    members: list[dict[str, Any]] = []
     weights_sha256: str
 
 
@@ -120,6 +127,8 @@ def check_name(name: str) -> None:
 def export_model(
     registry: Path, name: str, *, net: torch.nn.Module, config: NetConfig, spec: TargetSpec, scaler: Standardizer,
     genes: list[str], cv_metrics: dict[str, Any], training: dict[str, Any], extra_files: dict[str, Any] | None = None,
+    input_stage: dict[str, Any] | None = None, best_family: dict[str, str] | None = None,
+    members: list[NetConfig] | None = None,
 ) -> Path:
     """Write a new version of `name` and return its folder; the card is written last (atomically)."""
     check_name(name)
@@ -137,6 +146,8 @@ def export_model(
         targets=TargetsCard(histology_classes=list(spec.histology_classes), features=list(spec.features),
                             cut_points=list(spec.cut_points), cut_quantile=spec.cut_quantile),
         hyperparameters=config.model_dump(mode="json"), cv_metrics=cv_metrics, training=training,
+        input_stage=input_stage or {}, best_family=best_family or {},
+        members=[m.model_dump(mode="json") for m in members or []],
         weights_sha256=_sha256(folder / WEIGHTS),
     )
     write_card(folder, card)
@@ -216,10 +227,14 @@ def load_model(folder: Path) -> LoadedModel:
         raise ModelError(f"{weights_path}: checksum does not match model.json; the weights are damaged or were replaced")
     try:
         config = NetConfig.model_validate(card.hyperparameters)
+        member_configs = [NetConfig.model_validate(m) for m in card.members]
     except ValidationError as exc:
         raise ModelError(f"{card_path}: hyperparameters are not valid for this code ({exc.errors()[0]['msg']})") from None
     spec = card.targets.spec()
-    net = build_network(n_genes, spec, config)
+    if member_configs:
+        net: torch.nn.Module = EnsembleNet([build_network(n_genes, spec, m) for m in member_configs])
+    else:
+        net = build_network(n_genes, spec, config)
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)

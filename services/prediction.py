@@ -216,7 +216,8 @@ class PredictionService:
                 outputs=spec.names, cv_auc=per_target, cv_summary_auc=float(cv.get("cv_auc") or 0.0),
                 created=model.card.created, code_version=model.card.code_version,
                 training_data_hash=str(model.card.training.get("data_hash", "")),
-                max_batch_profiles=self.config.max_batch_profiles,
+                max_batch_profiles=self.config.max_batch_profiles, best_family=dict(model.card.best_family),
+                ensemble_members=max(1, len(model.card.members)),
             )
 
         return await answer(grpc_context, "GetModelInfo", work, prediction_pb2.ModelInfo())

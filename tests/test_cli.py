@@ -156,6 +156,10 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     assert prediction["patients"] == 60 and prediction["outputs"] == len(metrics) and prediction["max_abs_diff"] <= 1e-5
     assert set(prediction["auc_histology"]) == {k for k in metrics if k.startswith("histology:")}
     assert prediction["max_auc_diff_vs_evaluation"] <= 1e-9  # the served predictions are the evaluated ones
+    # GetModelInfo tells a client, per output, which family did best in training (the card's record)
+    assert prediction["best_family"] == card["best_family"] and set(card["best_family"]) == set(metrics)
+    assert set(card["best_family"].values()) <= {"network", "logistic_l1", "logistic_l2", "svm", "random_forest", "gradient_boosting"}
+    assert prediction["ensemble_members"] == max(1, len(card["members"])) == len(card["cv_metrics"]["members"])
     assert services["masking_job"]["state"] == "SUCCEEDED" and "The services, called over gRPC" in report
     # Gene masking of the test cohort through MaskingService: results for every output, planted sets against the truth.
     masking = full["masking"]

@@ -184,7 +184,8 @@ def test_damaged_artifacts_are_refused(trained: Path, tmp_path: Path) -> None:
     (broken / "model.json").write_text(json.dumps({**card, "genes": card["genes"][:-1]}))
     with pytest.raises(ModelError, match="normalisation does not match"):
         load_model(broken)
-    (broken / "model.json").write_text(json.dumps({**card, "hyperparameters": {**card["hyperparameters"], "widths": [7]}}))
+    (broken / "model.json").write_text(json.dumps({**card, "hyperparameters": {**card["hyperparameters"], "widths": [7]},
+                                                   "members": [{**m, "widths": [7]} for m in card["members"]]}))
     with pytest.raises(ModelError, match="weights do not fit the architecture"):
         load_model(broken)
     (broken / "model.json").write_text("{not json")

@@ -1,12 +1,16 @@
 """`radiogenomics train`: search with Ray Tune, select honestly, compare, refit and export.
 
-1. Ray Tune samples configurations with Optuna; each trial cross-validates one configuration over
-   the same stratified folds, reporting after every fold so ASHA can stop poor ones early.
-2. Only trials that finished every fold compete; the best mean CV score wins.
+1. Ray Tune samples configurations with Optuna (starting from `tune.space.STARTING_POINTS`); each
+   trial cross-validates one configuration over the same stratified folds, reporting after every
+   fold so ASHA can stop poor ones early; `--time-budget` bounds the search's wall time.
+2. Only trials that finished every fold compete. The best `--ensemble` of them, best first, are
+   averaged as ensembles of 1..k members on their out-of-fold probabilities
+   (`radiogenomics.training.ensemble`); the size with the best mean CV score wins.
 3. The baselines are cross-validated on the same folds and targets; the per-target design is
-   compared with the shared trunk on a subset of targets, same folds, same configuration.
-4. The winner is refitted on the whole training cohort for the median best epoch of its folds
-   and exported to the registry with its CV metrics, the fitted baselines and a report.
+   compared with the shared trunk on a subset of targets, same folds, same configuration. The
+   model card records, per target, which family had the best CV AUC.
+4. Each member is refitted on the whole training cohort for the median best epoch of its folds
+   and the ensemble is exported as one model with its CV metrics, the fitted baselines and a report.
 The search state lives under `<registry>/.tune/<name>`; `--resume` continues an interrupted run.
 """
 
@@ -29,6 +33,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.jsonsafe import json_safe
 from radiogenomics.registry import check_name, export_model
+from radiogenomics.training.network import EnsembleNet
 from radiogenomics.training.selection import fit_fold, mean_aucs, refit, set_threads
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
 from tune.space import search_space, to_config
@@ -52,6 +57,8 @@ class TrainOptions:
     scheduler: str = "asha"  # or "fifo" (no early stopping of trials; for the benchmark)
     baselines: bool = True
     progress: bool = True
+    ensemble: int = 3  # most configurations averaged into the exported model (1: the best one alone)
+    time_budget: float | None = None  # seconds for the whole search (Tune stops starting/continuing trials)
 
 
 def storage_dir(options: TrainOptions) -> Path:
@@ -85,6 +92,7 @@ def _tuner(options: TrainOptions, cohort, folds, features):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from tune.space import STARTING_POINTS
     from tune.trainable import cv_trainable
 
     trainable = ray_tune.with_resources(
@@ -105,23 +113,50 @@ def _tuner(options: TrainOptions, cohort, folds, features):
         trainable,
         param_space=search_space(options.max_epochs),
         tune_config=ray_tune.TuneConfig(metric="cv_auc", mode="max", num_samples=options.trials, scheduler=scheduler,
-                                        search_alg=OptunaSearch(seed=options.seed)),
+                                        search_alg=OptunaSearch(seed=options.seed,
+                                                                points_to_evaluate=STARTING_POINTS[: options.trials]),
+                                        time_budget_s=options.time_budget),
         run_config=ray_tune.RunConfig(name=options.name, storage_path=str(storage_dir(options)), verbose=0,
                                       callbacks=[_TrialProgress(options.trials, options.progress)]),
     )
 
 
-def _select(results, n_folds: int) -> tuple[dict[str, Any], dict[str, float], int, pd.DataFrame]:
-    """The best trial among those that finished every fold: params, per-target CV AUCs, epochs, trial table."""
+@dataclass
+class Selection:
+    """The chosen members (best first): their params, refit epochs and CV scores; the ensemble's CV."""
+
+    params: list[dict[str, Any]]
+    epochs: list[int]
+    member_cv: list[float]
+    per_target: dict[str, float]  # the exported model's (ensemble's) CV AUC per target
+    size_scores: dict[int, float]
+    table: pd.DataFrame
+
+
+def _oof(result) -> np.ndarray:
+    from tune.trainable import OOF_FILE
+
+    with result.checkpoint.as_directory() as folder:
+        return np.load(Path(folder) / OOF_FILE)
+
+
+def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> Selection:
+    """The best trials among those that finished every fold, and the best-scoring ensemble of them."""
+    from radiogenomics.training.ensemble import choose_size, fold_labels
+
     table = results.get_dataframe()
-    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == n_folds and r.error is None]
+    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == len(folds) and r.error is None
+                and r.checkpoint is not None]
     if not complete:
-        raise InputError("no trial finished every fold; raise --trials or check the trials' errors under the storage path")
-    best = max(complete, key=lambda r: r.metrics["cv_auc"])
-    history = best.metrics_dataframe
-    auc_cols = [c for c in history.columns if c.startswith("fold_aucs/")]
-    per_target = {c.removeprefix("fold_aucs/"): float(np.nanmean(history[c].to_numpy(dtype=float))) for c in auc_cols}
-    return dict(best.config), per_target, int(best.metrics["best_epoch"]), table
+        raise InputError("no trial finished every fold; raise --trials or --time-budget, or check the trials' errors "
+                         "under the storage path")
+    ranked = sorted(complete, key=lambda r: -r.metrics["cv_auc"])[: max(1, options.ensemble)]
+    labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
+    choice = choose_size([_oof(r) for r in ranked], labels, spec)
+    chosen = ranked[: choice.size]
+    return Selection(params=[dict(r.config) for r in chosen], epochs=[int(r.metrics["best_epoch"]) for r in chosen],
+                     member_cv=[float(r.metrics["cv_auc"]) for r in chosen], per_target=choice.per_target,
+                     size_scores=choice.scores, table=table)
 
 
 def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
@@ -154,10 +189,15 @@ def _report(name: str, cv: dict, design: pd.DataFrame | None, baseline_table: pd
              f"- trials: {cv['trials']} ({cv['trials_complete']} finished every fold; scheduler {cv['scheduler']})",
              f"- folds: {cv['folds']} (stratified, seed {cv['seed']}); early stopping on an inner 20 % split of each training fold",
              f"- best configuration: `{json.dumps(cv['best_params'], default=str)}`",
-             f"- mean CV score (histology macro AUC and each radiomic AUC, averaged): {cv['cv_auc']:.3f}",
-             f"- refit on all {cv['n_samples']} training samples for {cv['refit_epochs']} epochs", ""]
+             f"- ensemble: {len(cv['members'])} member(s) (CV score by size: "
+             + ", ".join(f"{k}: {v:.3f}" for k, v in cv["ensemble_size_scores"].items()) + ")",
+             f"- mean CV score of the exported model (histology macro AUC and each radiomic AUC, averaged): {cv['cv_auc']:.3f}",
+             f"- each member refitted on all {cv['n_samples']} training samples (epochs {cv['refit_epochs']})", ""]
     if baseline_table is not None:
         lines += ["## Network vs baselines (mean CV AUC, same folds and targets)", "", baseline_table.to_markdown(index=False, floatfmt=".3f"), ""]
+        if cv.get("best_family"):
+            lines += ["Targets where a baseline had the best CV AUC (the model card's `best_family`): "
+                      + (", ".join(f"`{t}` ({m})" for t, m in cv["best_family"].items() if m != "network") or "none"), ""]
     if design is not None and len(design):
         lines += ["## Shared trunk vs one network per target (CV AUC, same folds, same configuration)", "",
                   design.to_markdown(index=False, floatfmt=".3f"), "",
@@ -165,11 +205,20 @@ def _report(name: str, cv: dict, design: pd.DataFrame | None, baseline_table: pd
     return "\n".join(lines) + "\n"
 
 
+def _best_family(spec: TargetSpec, by_model: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per target, the model family with the best mean CV AUC (ties go to the network, listed first)."""
+    def score(model: str, name: str) -> float:
+        value = by_model[model].get(name, np.nan)
+        return -np.inf if np.isnan(value) else value
+
+    return {n: max(by_model, key=lambda m: score(m, n)) for n in spec.names}
+
+
 def _family_table(spec: TargetSpec, by_model: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Mean CV AUC per target family and overall, and wins per model (the paper's comparison)."""
     names = spec.names
     hist = [n for n in names if n.startswith(HISTOLOGY_PREFIX)]
-    best = {n: max((m for m in by_model), key=lambda m: -np.inf if np.isnan(by_model[m].get(n, np.nan)) else by_model[m][n]) for n in names}
+    best = _best_family(spec, by_model)
     rows = []
     for model, aucs in by_model.items():
         rows.append({
@@ -195,8 +244,9 @@ def train(options: TrainOptions) -> Path:
     with ray_session(options.address):
         with contextlib.redirect_stdout(sys.stderr):  # Tune's console output must not mix with our results
             results = _tuner(options, cohort, folds, features).fit()
-        params, per_target, epochs, trials = _select(results, len(folds))
-        config = to_config(params)
+        selection = _select(results, cohort, folds, spec, options)
+        per_target, trials = selection.per_target, selection.table
+        config = to_config(selection.params[0])
         design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
     set_threads(2)
     by_model = {"network": per_target}
@@ -208,11 +258,19 @@ def train(options: TrainOptions) -> Path:
                                                seed=options.seed, n_jobs=2, progress=options.progress)
         by_model.update(baseline_cv.target_auc)
         fitted_baselines = fit_baselines(cohort, baseline_cv, n_jobs=2)
-    final = refit(cohort, config, epochs, seed=options.seed, cut_quantile=options.cut_quantile, features=features)
+    fits = [refit(cohort, to_config(params), epochs, seed=options.seed + k, cut_quantile=options.cut_quantile,
+                  features=features) for k, (params, epochs) in enumerate(zip(selection.params, selection.epochs))]
+    final = fits[0]
+    net = fits[0].net if len(fits) == 1 else EnsembleNet([f.net for f in fits])
     complete = int((trials.get("folds_done", pd.Series(dtype=float)) == len(folds)).sum())
-    cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": params,
+    best_family = _best_family(spec, by_model)
+    cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": selection.params[0],
           "trials": len(trials), "trials_complete": complete, "scheduler": options.scheduler, "folds": len(folds),
-          "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": epochs}
+          "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": selection.epochs,
+          "members": [{"params": p, "cv_auc": c, "refit_epochs": e, "input_stage": None if f.stage is None else f.stage.describe()}
+                      for p, c, e, f in zip(selection.params, selection.member_cv, selection.epochs, fits)],
+          "ensemble_size_scores": {str(k): v for k, v in selection.size_scores.items()},
+          "best_family": best_family, "time_budget_s": options.time_budget}
     family = _family_table(spec, by_model)
     if baseline_cv is not None:
         cv["baselines"] = {m: {"params": baseline_cv.chosen[m], "cv_auc": baseline_cv.cv_auc[m], "per_target": a}
@@ -227,11 +285,12 @@ def train(options: TrainOptions) -> Path:
     if fitted_baselines is not None:
         extra["baselines.joblib"] = fitted_baselines.save
     folder = export_model(
-        options.registry, options.name, net=final.result.model, config=config, spec=final.spec, scaler=final.scaler,
+        options.registry, options.name, net=net, config=final.config, spec=final.spec, scaler=final.scaler,
         genes=list(cohort.genes), cv_metrics=json_safe(cv),
         training={"cohort": str(Path(options.cohort).resolve()), "data_hash": cohort.content_hash(),
-                  "n_samples": cohort.n_samples, "seed": options.seed, "epochs": epochs},
-        extra_files=extra,
+                  "n_samples": cohort.n_samples, "seed": options.seed, "epochs": selection.epochs[0]},
+        extra_files=extra, input_stage=None if final.stage is None else final.stage.describe(list(cohort.genes)),
+        best_family=best_family, members=[f.config for f in fits] if len(fits) > 1 else None,
     )
     shutil.move(str(storage_dir(options) / options.name), str(folder / "tune"))  # the finished search, kept with its model
     return folder

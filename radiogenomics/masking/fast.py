@@ -8,7 +8,8 @@ in one batch of (sets x patients) rows.
 
 `MaskingKernel` holds what that needs, built once per (model, cohort): the first-layer weights of
 every member network stacked side by side (a PerTargetNet's members each have their own first
-layer), the first BatchNorm folded into a scale and shift, the z-scored cohort, its unmasked
+layer; so does every network of an ensemble, whose masked probabilities are averaged as the
+served model averages them), the first BatchNorm folded into a scale and shift, the z-scored cohort, its unmasked
 pre-activation (computed in float64), and the rest of each member network.
 
 Precision: by default everything runs in float32, like the model itself; the results equal a dense
@@ -28,6 +29,7 @@ probabilities the model reports, so AUCs are the same, but they do not saturate 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from radiogenomics.masking.data import MaskingData
 from radiogenomics.masking.options import MaskingMode
 from radiogenomics.masking.stats import auc_many
 from radiogenomics.registry import LoadedModel
-from radiogenomics.training.network import PerTargetNet, SharedNet
+from radiogenomics.training.network import EnsembleNet, PerTargetNet, SharedNet
 
 _BUDGET_BYTES = 96 * 2**20  # temporary memory per batch of sets
 TIE_BITS = 40  # scores are rounded to this many significant bits before ranking
@@ -99,6 +101,7 @@ class _Member:
     histology_columns: slice | None
     features: nn.Linear | None
     features_columns: slice | None
+    ensemble_member: int = 0  # which network of an ensemble this belongs to
 
 
 def _split_member(net: SharedNet) -> tuple[nn.Linear, nn.BatchNorm1d, nn.Sequential]:
@@ -112,9 +115,15 @@ def _split_member(net: SharedNet) -> tuple[nn.Linear, nn.BatchNorm1d, nn.Sequent
     return layers[1], bn, rest
 
 
-def _members(model: LoadedModel) -> list[tuple[SharedNet, slice | None, slice | None]]:
-    """The member networks and the output columns their histology / feature heads fill."""
-    net, spec = model.net, model.spec
+def _members(model: LoadedModel) -> list[tuple[SharedNet, slice | None, slice | None, int]]:
+    """The member networks, the output columns their histology / feature heads fill, and the ensemble
+    network each belongs to (0 for a single network)."""
+    net = model.net
+    nets = list(net.members) if isinstance(net, EnsembleNet) else [net]
+    return [(*member, e) for e, one in enumerate(nets) for member in _networks(one, model.spec)]
+
+
+def _networks(net: nn.Module, spec) -> list[tuple[SharedNet, slice | None, slice | None]]:
     n_hist = len(spec.histology_classes) if spec.has_histology else 0
     n_feat = len(spec.features)
     if isinstance(net, SharedNet):
@@ -126,7 +135,7 @@ def _members(model: LoadedModel) -> list[tuple[SharedNet, slice | None, slice | 
             out.append((net.histology, slice(0, n_hist), None))
         out += [(member, None, slice(n_hist + j, n_hist + j + 1)) for j, member in enumerate(net.features)]
         return out
-    raise InputError(f"masking supports SharedNet and PerTargetNet models, not {type(net).__name__}")
+    raise InputError(f"masking supports SharedNet, PerTargetNet and EnsembleNet models, not {type(net).__name__}")
 
 
 class MaskingKernel:
@@ -147,7 +156,7 @@ class MaskingKernel:
         start = 0
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
         with torch.no_grad():
-            for net, hist_cols, feat_cols in members:
+            for net, hist_cols, feat_cols, ensemble_member in members:
                 linear, bn, rest = _split_member(net)
                 width = linear.out_features
                 s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
@@ -159,11 +168,12 @@ class MaskingKernel:
                     histology=None if hist_cols is None else copy.deepcopy(net.histology).to(dtype).eval(),
                     histology_columns=hist_cols,
                     features=None if feat_cols is None else copy.deepcopy(net.features).to(dtype).eval(),
-                    features_columns=feat_cols,
+                    features_columns=feat_cols, ensemble_member=ensemble_member,
                 ))
                 start += width
             w = torch.cat(weights, dim=0)  # (H, G) float32
             self.width = start
+            self.n_ensemble = 1 + max(m.ensemble_member for m in self.members)
             self.n_outputs = len(model.spec.names)
             # Row n_genes of both gathered tables is zero: the padding index of short sets.
             self.wt = np.zeros((n_genes + 1, self.width), dtype=np_dtype)
@@ -221,14 +231,16 @@ class MaskingKernel:
 
     def _rest(self, h: torch.Tensor) -> torch.Tensor:
         """Log-probability scores (rows, T) from first-layer BatchNorm outputs (rows, H)."""
-        out = torch.empty((h.shape[0], self.n_outputs), dtype=self.dtype)
+        out = torch.empty((self.n_ensemble, h.shape[0], self.n_outputs), dtype=self.dtype)
         for member in self.members:
             x = member.rest(h[:, member.columns])
             if member.histology is not None:
-                out[:, member.histology_columns] = torch.log_softmax(member.histology(x), dim=1)
+                out[member.ensemble_member, :, member.histology_columns] = torch.log_softmax(member.histology(x), dim=1)
             if member.features is not None:
-                out[:, member.features_columns] = nn.functional.logsigmoid(member.features(x))
-        return out
+                out[member.ensemble_member, :, member.features_columns] = nn.functional.logsigmoid(member.features(x))
+        if self.n_ensemble == 1:
+            return out[0]
+        return torch.logsumexp(out, dim=0) - math.log(self.n_ensemble)  # log of the members' mean probability
 
     def scores(self, gene_lists: Sequence[np.ndarray], mode: MaskingMode | str) -> np.ndarray:
         """(S, n, T) log-probabilities (kernel dtype) of the model on the masked inputs, one slab per gene list.

@@ -22,8 +22,9 @@ def fit_and_export(cohort: Cohort, registry: Path, name: str, config: NetConfig 
     config = config or NetConfig()
     fitted = refit(cohort, config, epochs, seed=seed)
     return export_model(
-        registry, name, net=fitted.result.model, config=config, spec=fitted.spec, scaler=fitted.scaler,
+        registry, name, net=fitted.net, config=fitted.config, spec=fitted.spec, scaler=fitted.scaler,
         genes=list(cohort.genes), cv_metrics={"cross_validated": False},
+        input_stage=None if fitted.stage is None else fitted.stage.describe(list(cohort.genes)),
         training={"cohort": str(cohort.root), "data_hash": cohort.content_hash(), "n_samples": cohort.n_samples,
                   "seed": seed, "epochs": epochs, "search": "none (fixed configuration)"},
     )

@@ -21,20 +21,21 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from radiogenomics.training.targets import Labels, Predictions, TargetSpec, summary_auc, target_aucs
 
-Activation = Literal["relu", "tanh", "elu", "sigmoid"]
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "sigmoid": nn.Sigmoid}
+Activation = Literal["relu", "tanh", "elu", "sigmoid", "identity"]
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
 
 class NetConfig(BaseModel):
     """Hyperparameters of one network configuration (a point of the search space)."""
 
     model_config = ConfigDict(frozen=True)
-    widths: tuple[int, ...] = Field((64,), min_length=1, max_length=5)
+    #: hidden widths; empty (depth 0: a linear model on the stage's outputs) only with an input stage
+    widths: tuple[int, ...] = Field((64,), min_length=0, max_length=5)
     activation: Activation = "relu"
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     input_dropout: float = Field(0.2, ge=0.0, lt=1.0)
@@ -45,14 +46,41 @@ class NetConfig(BaseModel):
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(12, ge=1)
     design: Literal["shared", "per_target"] = "shared"
+    #: input stage (`inputs.py`): genes screened per target, principal components; both 0 = all genes
+    screen_genes: int = Field(0, ge=0)
+    components: int = Field(0, ge=0)
+    #: explicit L2 penalty on every Linear weight, added to the loss (unlike AdamW's decoupled decay,
+    #: its pull does not shrink with the learning rate)
+    l2: float = Field(0.0, ge=0.0)
+    #: depth 0 only: each output sees only its own screened genes (and the components), like a
+    #: per-target model with per-target screening; the zeros stay zeros through training and folding
+    target_screen: bool = False
+
+    @property
+    def staged(self) -> bool:
+        return self.screen_genes > 0 or self.components > 0
+
+    @model_validator(mode="after")
+    def _depth(self) -> NetConfig:
+        if not self.widths and not self.staged:
+            raise ValueError("widths may be empty (depth 0) only with an input stage (screen_genes or components > 0)")
+        if self.target_screen and (self.widths or self.screen_genes == 0):
+            raise ValueError("target_screen needs depth 0 (widths empty) and screen_genes > 0")
+        return self
 
 
 class Trunk(nn.Module):
-    """Input dropout, then Linear -> BatchNorm -> activation -> Dropout blocks."""
+    """Input dropout, then Linear -> BatchNorm -> activation -> Dropout blocks.
 
-    def __init__(self, n_inputs: int, config: NetConfig) -> None:
+    `staged`: the inputs are an input stage's outputs (training only): a BatchNorm standardises them
+    before the blocks (there may be none). `fold.fold_input_stage` turns a staged network into the
+    plain form on genes for export."""
+
+    def __init__(self, n_inputs: int, config: NetConfig, staged: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Dropout(config.input_dropout)]
+        if staged:
+            layers.append(nn.BatchNorm1d(n_inputs))
         width_in = n_inputs
         for width in config.widths:
             layers += [nn.Linear(width_in, width), nn.BatchNorm1d(width), _ACTIVATIONS[config.activation](),
@@ -68,9 +96,9 @@ class Trunk(nn.Module):
 class SharedNet(nn.Module):
     """One trunk with a histology head and one logit per radiomic feature."""
 
-    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig) -> None:
+    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig, staged: bool = False) -> None:
         super().__init__()
-        self.trunk = Trunk(n_inputs, config)
+        self.trunk = Trunk(n_inputs, config, staged)
         self.histology = nn.Linear(self.trunk.width, n_classes) if n_classes else None
         self.features = nn.Linear(self.trunk.width, n_features) if n_features else None
 
@@ -83,10 +111,10 @@ class SharedNet(nn.Module):
 class PerTargetNet(nn.Module):
     """One independent network per target (histology, then each feature), evaluated side by side."""
 
-    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig) -> None:
+    def __init__(self, n_inputs: int, n_classes: int, n_features: int, config: NetConfig, staged: bool = False) -> None:
         super().__init__()
-        self.histology = SharedNet(n_inputs, n_classes, 0, config) if n_classes else None
-        self.features = nn.ModuleList(SharedNet(n_inputs, 0, 1, config) for _ in range(n_features))
+        self.histology = SharedNet(n_inputs, n_classes, 0, config, staged) if n_classes else None
+        self.features = nn.ModuleList(SharedNet(n_inputs, 0, 1, config, staged) for _ in range(n_features))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         hist = None if self.histology is None else self.histology(x)[0]
@@ -97,9 +125,60 @@ class PerTargetNet(nn.Module):
         return ([self.histology] if self.histology is not None else []) + list(self.features)
 
 
-def build_network(n_inputs: int, spec: TargetSpec, config: NetConfig) -> nn.Module:
+class EnsembleNet(nn.Module):
+    """The average of several networks' probabilities, served and masked as one model.
+
+    Its outputs are logits of the averaged probabilities (log of the mean softmax for histology,
+    logit of the mean sigmoid per feature), so `predict` reports exactly the members' mean."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        outs = [m(x) for m in self.members]
+        log_n = math.log(len(outs))
+        hist = feat = None
+        if outs[0][0] is not None:
+            hist = torch.logsumexp(torch.stack([torch.log_softmax(h, dim=1) for h, _ in outs]), dim=0) - log_n
+        if outs[0][1] is not None:
+            log_p = torch.logsumexp(torch.stack([nn.functional.logsigmoid(f) for _, f in outs]), dim=0) - log_n
+            log_q = torch.logsumexp(torch.stack([nn.functional.logsigmoid(-f) for _, f in outs]), dim=0) - log_n
+            feat = log_p - log_q  # logit of the mean probability
+        return hist, feat
+
+
+def build_network(n_inputs: int, spec: TargetSpec, config: NetConfig, staged: bool = False) -> nn.Module:
+    """The network for `config`; `staged` builds the training form on an input stage's outputs."""
     cls = SharedNet if config.design == "shared" else PerTargetNet
-    return cls(n_inputs, len(spec.histology_classes) if spec.has_histology else 0, len(spec.features), config)
+    return cls(n_inputs, len(spec.histology_classes) if spec.has_histology else 0, len(spec.features), config, staged)
+
+
+def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
+    """Zero the head weights outside `mask` (n_logits, inputs) and keep them zero: their gradients are
+    masked, so Adam's update, the L2 penalty and decoupled decay all leave them at exactly 0."""
+    if isinstance(model, PerTargetNet):  # each member network: its own target's rows
+        start = 0
+        for member in model.members():
+            width = sum(h.out_features for h in (member.histology, member.features) if h is not None)
+            _mask_heads(member, mask[start: start + width])
+            start += width
+        return
+    start = 0
+    for head in (model.histology, model.features):
+        if head is None:
+            continue
+        part = mask[start: start + head.out_features]
+        start += head.out_features
+        with torch.no_grad():
+            head.weight.mul_(part)
+        head.weight.register_hook(lambda grad, part=part: grad * part)
+
+
+def _l2_penalty(model: nn.Module) -> torch.Tensor:
+    return sum((m.weight**2).sum() for m in model.modules() if isinstance(m, nn.Linear))
 
 
 def _optimizer(model: nn.Module, config: NetConfig) -> torch.optim.Optimizer:
@@ -188,11 +267,16 @@ def train_network(
     x_val: np.ndarray | None = None,
     y_val: Labels | None = None,
     epochs: int | None = None,
+    staged: bool = False,
+    head_mask: np.ndarray | None = None,
 ) -> FitResult:
-    """Train on z-scored inputs; early stopping on (x_val, y_val) if given, else `epochs` epochs."""
+    """Train on z-scored inputs (or an input stage's outputs, `staged`); early stopping on
+    (x_val, y_val) if given, else `epochs` epochs."""
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
-    model = build_network(x_train.shape[1], spec, config)
+    model = build_network(x_train.shape[1], spec, config, staged)
+    if head_mask is not None:
+        _mask_heads(model, torch.from_numpy(np.asarray(head_mask, dtype=np.float32)))
     optimizer = _optimizer(model, config)
     loss_fn = BalancedLoss.fit(spec, y_train)
     x_t = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
@@ -218,6 +302,8 @@ def train_network(
             optimizer.zero_grad()
             hist_logits, feat_logits = model(x_t[idx_t])
             loss = loss_fn(hist_logits, feat_logits, None if y_hist is None else y_hist[idx_t], y_feat[idx_t], per_target)
+            if config.l2 > 0:
+                loss = loss + config.l2 * _l2_penalty(model)
             loss.backward()
             optimizer.step()
         if x_val is None:

@@ -17,8 +17,10 @@ import torch
 from sklearn.model_selection import StratifiedShuffleSplit
 
 from radiogenomics.cohort import Cohort
+from radiogenomics.training.fold import fold_input_stage
+from radiogenomics.training.inputs import InputStage, fit_input_stage
 from radiogenomics.training.network import FitResult, NetConfig, predict, train_network
-from radiogenomics.training.targets import Standardizer, TargetSpec, summary_auc, target_aucs
+from radiogenomics.training.targets import Labels, Standardizer, TargetSpec, summary_auc, target_aucs
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class FoldResult:
     aucs: dict[str, float]  # per target, on the outer validation fold
     score: float  # summary_auc of the fold
     best_epoch: int
+    val_rows: np.ndarray | None = None  # the outer fold's rows and their predicted probabilities (n_val, T),
+    predictions: np.ndarray | None = None  # so ensembles of configurations can be scored on the same folds
 
 
 def inner_split(cohort: Cohort, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,12 +58,31 @@ def fit_fold(
     labels = spec.encode(cohort)
     scaler = Standardizer.fit(cohort.expression[train_rows])
     fit_rows, stop_rows = inner_split(cohort, train_rows, inner_fraction, seed + fold)
+    z_fit = scaler.transform(cohort.expression[fit_rows])
+    stage = _stage(config, z_fit, labels.take(fit_rows), seed + fold)
+    inputs = (lambda z: z) if stage is None else stage.transform
     result = train_network(
-        scaler.transform(cohort.expression[fit_rows]), labels.take(fit_rows), spec, config, seed=seed + fold,
-        x_val=scaler.transform(cohort.expression[stop_rows]), y_val=labels.take(stop_rows),
+        inputs(z_fit), labels.take(fit_rows), spec, config, seed=seed + fold,
+        x_val=inputs(scaler.transform(cohort.expression[stop_rows])), y_val=labels.take(stop_rows), staged=config.staged,
+        head_mask=_head_mask(config, stage, spec),
     )
-    aucs = target_aucs(spec, labels.take(val_rows), predict(result.model, scaler.transform(cohort.expression[val_rows])))
-    return FoldResult(fold=fold, aucs=aucs, score=summary_auc(spec, aucs), best_epoch=result.best_epoch)
+    predictions = predict(result.model, inputs(scaler.transform(cohort.expression[val_rows])))
+    aucs = target_aucs(spec, labels.take(val_rows), predictions)
+    return FoldResult(fold=fold, aucs=aucs, score=summary_auc(spec, aucs), best_epoch=result.best_epoch,
+                      val_rows=np.asarray(val_rows), predictions=predictions.matrix())
+
+
+def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int) -> InputStage | None:
+    """The input stage fitted on the fitting rows only (None: the network sees every gene)."""
+    if not config.staged:
+        return None
+    return fit_input_stage(z_fit, labels, screen_genes=config.screen_genes, components=config.components, seed=seed)
+
+
+def _head_mask(config: NetConfig, stage: InputStage | None, spec: TargetSpec) -> np.ndarray | None:
+    if not config.target_screen or stage is None:
+        return None
+    return stage.logit_mask(len(spec.histology_classes) if spec.has_histology else 0)
 
 
 def cross_validate(
@@ -81,19 +104,30 @@ def mean_aucs(results: Sequence[FoldResult]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Refit:
+    """The refitted network in its exportable form (`net` on z-scored genes, `config` its architecture)."""
+
     result: FitResult
     spec: TargetSpec
     scaler: Standardizer
+    net: torch.nn.Module
+    config: NetConfig
+    stage: InputStage | None = None
 
 
 def refit(cohort: Cohort, config: NetConfig, epochs: int, *, seed: int = 0, cut_quantile: float = 0.5,
           features: Sequence[str] | None = None) -> Refit:
-    """Fit the selected configuration on the whole training cohort for `epochs` epochs."""
+    """Fit the selected configuration on the whole training cohort for `epochs` epochs (an input stage
+    is fitted on the whole cohort too, then folded into the first layer)."""
     spec = TargetSpec.fit(cohort, features=features, cut_quantile=cut_quantile)
     scaler = Standardizer.fit(cohort.expression)
-    result = train_network(scaler.transform(cohort.expression), spec.encode(cohort), spec, config, seed=seed,
-                           epochs=max(1, int(epochs)))
-    return Refit(result=result, spec=spec, scaler=scaler)
+    z, labels = scaler.transform(cohort.expression), spec.encode(cohort)
+    stage = _stage(config, z, labels, seed)
+    result = train_network(z if stage is None else stage.transform(z), labels, spec, config, seed=seed,
+                           epochs=max(1, int(epochs)), staged=config.staged, head_mask=_head_mask(config, stage, spec))
+    if stage is None:
+        return Refit(result=result, spec=spec, scaler=scaler, net=result.model, config=config)
+    net, plain = fold_input_stage(result.model, stage, spec, config, z.shape[1])
+    return Refit(result=result, spec=spec, scaler=scaler, net=net, config=plain, stage=stage)
 
 
 def set_threads(n: int) -> None:

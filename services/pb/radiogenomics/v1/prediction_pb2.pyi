@@ -107,7 +107,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "versions", "genes", "histology_classes", "features", "cut_points", "outputs", "cv_auc", "cv_summary_auc", "created", "code_version", "training_data_hash", "max_batch_profiles")
+    __slots__ = ("model", "versions", "genes", "histology_classes", "features", "cut_points", "outputs", "cv_auc", "cv_summary_auc", "created", "code_version", "training_data_hash", "max_batch_profiles", "best_family", "ensemble_members")
     class CvAucEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,13 @@ class ModelInfo(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class BestFamilyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     GENES_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +135,8 @@ class ModelInfo(_message.Message):
     CODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_DATA_HASH_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    BEST_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     versions: _containers.RepeatedScalarFieldContainer[str]
     genes: _containers.RepeatedScalarFieldContainer[str]
@@ -141,4 +150,6 @@ class ModelInfo(_message.Message):
     code_version: str
     training_data_hash: str
     max_batch_profiles: int
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., versions: _Optional[_Iterable[str]] = ..., genes: _Optional[_Iterable[str]] = ..., histology_classes: _Optional[_Iterable[str]] = ..., features: _Optional[_Iterable[str]] = ..., cut_points: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Iterable[str]] = ..., cv_auc: _Optional[_Mapping[str, float]] = ..., cv_summary_auc: _Optional[float] = ..., created: _Optional[str] = ..., code_version: _Optional[str] = ..., training_data_hash: _Optional[str] = ..., max_batch_profiles: _Optional[int] = ...) -> None: ...
+    best_family: _containers.ScalarMap[str, str]
+    ensemble_members: int
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., versions: _Optional[_Iterable[str]] = ..., genes: _Optional[_Iterable[str]] = ..., histology_classes: _Optional[_Iterable[str]] = ..., features: _Optional[_Iterable[str]] = ..., cut_points: _Optional[_Iterable[float]] = ..., outputs: _Optional[_Iterable[str]] = ..., cv_auc: _Optional[_Mapping[str, float]] = ..., cv_summary_auc: _Optional[float] = ..., created: _Optional[str] = ..., code_version: _Optional[str] = ..., training_data_hash: _Optional[str] = ..., max_batch_profiles: _Optional[int] = ..., best_family: _Optional[_Mapping[str, str]] = ..., ensemble_members: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,95 @@
+"""Fold a network trained on an input stage's outputs into the plain network on genes, for export.
+
+At inference every layer between the z-scored genes and the first non-linearity is affine: the
+stage (`P z + q`), the BatchNorm that standardises its outputs (running statistics) and the first
+hidden Linear layer. Their product is one Linear layer on the genes, so the exported network is the
+usual `Dropout -> Linear -> BatchNorm -> activation ...` architecture on all genes, which the
+prediction service, the registry and gene masking's first-layer fast path read unchanged.
+
+Depth 0 (the heads sit on the standardised stage outputs: a linear model) exports as one block of
+width C + F with an identity BatchNorm and identity activation, whose units are the logits; the
+heads then just pick their columns. Predictions of the folded network equal the staged network's
+to float32 round-off (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from radiogenomics.training.inputs import InputStage
+from radiogenomics.training.network import NetConfig, PerTargetNet, SharedNet
+from radiogenomics.training.targets import TargetSpec
+
+
+def plain_config(config: NetConfig, n_logits: int) -> NetConfig:
+    """The exported architecture's configuration: no stage; depth 0 becomes one identity block of logits."""
+    update: dict = {"screen_genes": 0, "components": 0, "target_screen": False}
+    if not config.widths:
+        update.update(widths=(n_logits,), activation="identity", dropout=0.0)
+    return config.model_copy(update=update)
+
+
+def _stage_affine(stage: InputStage, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, G) weight and (m,) bias of stage followed by the BatchNorm at inference, in float64."""
+    s = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    t = bn.bias.double() - bn.running_mean.double() * s
+    p = torch.from_numpy(stage.projection).double()
+    q = torch.from_numpy(stage.offset).double()
+    return s[:, None] * p, s * q + t
+
+
+def _fold_member(staged: SharedNet, stage: InputStage, config: NetConfig, n_genes: int) -> SharedNet:
+    n_classes = staged.histology.out_features if staged.histology is not None else 0
+    n_features = staged.features.out_features if staged.features is not None else 0
+    plain = SharedNet(n_genes, n_classes, n_features, plain_config(config, n_classes + n_features))
+    old, new = list(staged.trunk.layers), list(plain.trunk.layers)
+    weight, bias = _stage_affine(stage, old[1])
+    with torch.no_grad():
+        if config.widths:
+            first: nn.Linear = old[2]
+            new[1].weight.copy_(first.weight.double() @ weight)
+            new[1].bias.copy_(first.weight.double() @ bias + first.bias.double())
+            nn.Sequential(*new[2:]).load_state_dict(nn.Sequential(*old[3:]).state_dict())
+            if plain.histology is not None:
+                plain.histology.load_state_dict(staged.histology.state_dict())
+            if plain.features is not None:
+                plain.features.load_state_dict(staged.features.state_dict())
+        else:
+            heads = [h for h in (staged.histology, staged.features) if h is not None]
+            a = torch.cat([h.weight.double() for h in heads])
+            c = torch.cat([h.bias.double() for h in heads])
+            new[1].weight.copy_(a @ weight)
+            new[1].bias.copy_(a @ bias + c)
+            bn: nn.BatchNorm1d = new[2]  # identity at inference
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+            eye = torch.eye(n_classes + n_features)
+            if plain.histology is not None:
+                plain.histology.weight.copy_(eye[:n_classes])
+                plain.histology.bias.zero_()
+            if plain.features is not None:
+                plain.features.weight.copy_(eye[n_classes:])
+                plain.features.bias.zero_()
+    return plain.eval()
+
+
+def fold_input_stage(staged: nn.Module, stage: InputStage, spec: TargetSpec, config: NetConfig,
+                     n_genes: int) -> tuple[nn.Module, NetConfig]:
+    """The plain network on `n_genes` z-scored genes equivalent to `staged` on `stage`, and its config."""
+    staged.eval()
+    n_logits = (len(spec.histology_classes) if spec.has_histology else 0) + len(spec.features)
+    if isinstance(staged, SharedNet):
+        return _fold_member(staged, stage, config, n_genes), plain_config(config, n_logits)
+    if isinstance(staged, PerTargetNet):
+        if not config.widths:
+            raise ValueError("a per-target design of depth 0 has members of different widths and cannot be exported")
+        plain = PerTargetNet(n_genes, len(spec.histology_classes) if spec.has_histology else 0, len(spec.features),
+                             plain_config(config, n_logits))
+        if staged.histology is not None:
+            plain.histology = _fold_member(staged.histology, stage, config, n_genes)
+        plain.features = nn.ModuleList(_fold_member(m, stage, config, n_genes) for m in staged.features)
+        return plain.eval(), plain_config(config, n_logits)
+    raise TypeError(f"cannot fold {type(staged).__name__}")

@@ -1,0 +1,244 @@
+"""The input stage (screening + principal components): fitted on training rows only, folded exactly
+into the exported network's first layer, and gene masking's fast path still exact on every
+architecture the search can return (depth 0 and deeper, screen, components, both)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.feature_selection import f_classif
+
+from radiogenomics.cohort import Cohort, load_cohort
+from radiogenomics.masking import MaskingKernel, prepare
+from radiogenomics.registry import load_model
+from radiogenomics.training.direct import fit_and_export
+from radiogenomics.training.fold import fold_input_stage
+from radiogenomics.training.inputs import fit_input_stage, screening_scores, top_genes
+from radiogenomics.training.network import NetConfig, predict, train_network
+from radiogenomics.training.selection import fit_fold, refit
+from radiogenomics.training.targets import Standardizer, TargetSpec, stratified_folds
+
+#: every kind of architecture the search space can return (tune/space.py)
+ARCHITECTURES = {
+    "depth0_screen_pca": NetConfig(widths=(), screen_genes=15, components=6, l2=0.01, input_dropout=0.1),
+    "depth0_screen": NetConfig(widths=(), screen_genes=10, l2=0.1),
+    "depth1_pca": NetConfig(widths=(16,), components=8, activation="elu"),
+    "depth2_screen_pca": NetConfig(widths=(16, 8), screen_genes=8, components=4, activation="tanh", l2=0.001),
+    "dense_all_genes": NetConfig(widths=(16,)),
+    "per_target_depth1": NetConfig(widths=(8,), screen_genes=5, components=3, design="per_target"),
+    "depth0_target_screen": NetConfig(widths=(), screen_genes=6, components=3, l2=0.01, target_screen=True),
+}
+
+
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> tuple[Cohort, Cohort]:
+    from radiogenomics.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("stage") / "synth"
+    generate(SynthConfig(out=out, hallmark_gmt=hallmark_gmt, n_train=120, n_test=60, n_genes=1500, n_features=5),
+             progress=False)
+    train = load_cohort(out / "train")
+    return train, load_cohort(out / "test", classes=train.classes())
+
+
+def test_screen_is_each_targets_top_genes_by_sklearn_f(cohorts) -> None:
+    train, _ = cohorts
+    spec = TargetSpec.fit(train)
+    labels = spec.encode(train)
+    z = Standardizer.fit(train.expression).transform(train.expression)
+    scores = screening_scores(z, labels)
+    f_hist, _ = f_classif(z, labels.histology)
+    np.testing.assert_allclose(scores[0], f_hist, rtol=1e-6)
+    for j in range(labels.features.shape[1]):  # two classes: F is monotone in r^2, so the top genes agree
+        f, _ = f_classif(z, labels.features[:, j])
+        assert set(np.argsort(-f)[:10]) == set(np.argsort(-scores[1 + j])[:10])
+    genes = top_genes(scores, 7)
+    assert len(genes) <= 7 * scores.shape[0] and np.all(np.diff(genes) > 0)
+    stage = fit_input_stage(z, labels, screen_genes=7, components=4, seed=0)
+    x = stage.transform(z)
+    np.testing.assert_array_equal(x[:, : len(genes)], z[:, genes])
+    pcs = PCA(n_components=4, svd_solver="full").fit_transform(z.astype(np.float64))
+    np.testing.assert_allclose(np.abs(x[:, len(genes):]), np.abs(pcs), atol=1e-3)  # up to the sign of each component
+    assert stage.width == len(genes) + 4
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_folded_network_equals_the_staged_network(name: str, cohorts) -> None:
+    train, test = cohorts
+    config = ARCHITECTURES[name].model_copy(update={"max_epochs": 4})
+    fitted = refit(train, config, epochs=4, seed=3)
+    z_test = fitted.scaler.transform(test.expression[:, [train.genes.index(g) for g in train.genes]])
+    plain = predict(fitted.net, z_test).matrix()
+    if fitted.stage is None:
+        assert fitted.net is fitted.result.model and fitted.config == config
+        return
+    staged = predict(fitted.result.model, fitted.stage.transform(z_test)).matrix()
+    assert np.abs(plain - staged).max() < 2e-5
+    first = fitted.net.trunk.layers[1] if hasattr(fitted.net, "trunk") else fitted.net.features[0].trunk.layers[1]
+    assert first.in_features == len(train.genes)  # one Linear layer on every gene
+    assert fitted.config.screen_genes == 0 and fitted.config.components == 0 and fitted.config.widths
+
+
+def test_stage_and_weights_ignore_held_out_rows(cohorts) -> None:
+    """No leakage: changing the expression of the rows a fold scores (or of the test cohort) changes no
+    screened gene, component or trained weight."""
+    train, _ = cohorts
+    config = NetConfig(widths=(8,), screen_genes=10, components=5, max_epochs=3, patience=3)
+    (train_rows, val_rows), = stratified_folds(train, 3, 0)[:1]
+    spec = TargetSpec.fit(train, rows=train_rows)
+    changed = train.expression.copy()
+    changed[val_rows] = np.random.default_rng(0).normal(size=changed[val_rows].shape).astype(np.float32) * 50
+    results = []
+    for expression in (train.expression, changed):
+        scaler = Standardizer.fit(expression[train_rows])
+        z = scaler.transform(expression[train_rows])
+        stage = fit_input_stage(z, spec.encode(train).take(train_rows), screen_genes=10, components=5, seed=0)
+        net = train_network(stage.transform(z), spec.encode(train).take(train_rows), spec, config, seed=0,
+                            epochs=3, staged=True).model
+        results.append((stage, net.state_dict()))
+    (a, wa), (b, wb) = results
+    np.testing.assert_array_equal(a.genes, b.genes)
+    np.testing.assert_array_equal(a.projection, b.projection)
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    # the fold's validation score changes with its rows, its training does not see them
+    base = fit_fold(train, train_rows, val_rows, config, seed=0)
+    assert set(base.aucs) == set(spec.names)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_masking_fast_path_equals_dense_and_captum_on_every_architecture(name: str, cohorts, tmp_path: Path) -> None:
+    from captum.attr import FeatureAblation
+
+    train, test = cohorts
+    config = ARCHITECTURES[name]
+    model = load_model(fit_and_export(train, tmp_path, "m", config, epochs=4, seed=1))
+    assert model.card.input_stage.get("width", 0) > 0 or not config.staged
+    data = prepare(model, test)
+    n_genes = data.z.shape[1]
+    rng = np.random.default_rng(5)
+    groups = np.split(rng.permutation(n_genes), [1, 6, 40, 300])
+    sets = [np.sort(g) for g in groups]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        hist, feat = model.net(x)
+        return torch.cat(([] if hist is None else [torch.softmax(hist, dim=1)]) + [torch.sigmoid(feat)], dim=1)
+
+    x = torch.from_numpy(data.z)
+    kernel = MaskingKernel(model, data)
+    for mode in ("keep", "drop"):
+        fast = kernel.probabilities(sets, mode)
+        for i, genes in enumerate(sets):
+            masked = data.z.copy()
+            keep = np.zeros(n_genes, dtype=bool)
+            keep[genes] = True
+            masked[:, ~keep if mode == "keep" else keep] = 0.0
+            dense = predict(model.net, masked).matrix()
+            assert np.abs(fast[i] - dense).max() < 1e-5, (mode, i)
+    feature_mask = torch.zeros((1, n_genes), dtype=torch.long)
+    for g, genes in enumerate(groups):
+        feature_mask[0, torch.from_numpy(genes)] = g
+    fast = kernel.probabilities(sets, "drop")
+    with torch.no_grad():
+        unmasked = forward(x).numpy()
+        for target in (0, len(data.outputs) - 1):
+            attribution = FeatureAblation(forward).attribute(x, baselines=0.0, target=target, feature_mask=feature_mask,
+                                                             perturbations_per_eval=len(groups)).numpy()
+            for g, genes in enumerate(groups):
+                assert np.abs(fast[g, :, target] - (unmasked[:, target] - attribution[:, genes[0]])).max() < 1e-5
+
+
+def test_depth_zero_needs_a_stage() -> None:
+    with pytest.raises(ValueError, match="only with an input stage"):
+        NetConfig(widths=())
+
+
+def test_per_target_depth_zero_is_refused_at_export(cohorts) -> None:
+    train, _ = cohorts
+    spec = TargetSpec.fit(train)
+    z = Standardizer.fit(train.expression).transform(train.expression)
+    stage = fit_input_stage(z, spec.encode(train), screen_genes=3, components=2)
+    config = NetConfig(widths=(), screen_genes=3, components=2, design="per_target")
+    net = train_network(stage.transform(z), spec.encode(train), spec, config, epochs=1, staged=True).model
+    with pytest.raises(ValueError, match="per-target design of depth 0"):
+        fold_input_stage(net, stage, spec, config, z.shape[1])
+
+
+def test_ensemble_is_served_and_masked_as_one_model(cohorts, tmp_path: Path) -> None:
+    """An ensemble of different architectures: one artifact whose probabilities are the members' mean,
+    loaded back as such, and masked on the fast path equal to its dense masked forward pass."""
+    from radiogenomics.registry import export_model
+    from radiogenomics.training.network import EnsembleNet
+
+    train, test = cohorts
+    configs = [ARCHITECTURES["depth0_screen_pca"], ARCHITECTURES["depth2_screen_pca"], ARCHITECTURES["dense_all_genes"]]
+    fits = [refit(train, c, epochs=3, seed=k) for k, c in enumerate(configs)]
+    ensemble = EnsembleNet([f.net for f in fits])
+    folder = export_model(tmp_path, "ens", net=ensemble, config=fits[0].config, spec=fits[0].spec, scaler=fits[0].scaler,
+                          genes=list(train.genes), cv_metrics={}, training={}, members=[f.config for f in fits])
+    model = load_model(folder)
+    assert len(model.card.members) == 3 and isinstance(model.net, EnsembleNet)
+    x = model.align(test)
+    z = model.scaler.transform(x)
+    members = [predict(f.net, z) for f in fits]
+    served = model.predict(x)
+    np.testing.assert_allclose(served.histology, np.mean([m.histology for m in members], axis=0), atol=1e-6)
+    np.testing.assert_allclose(served.features, np.mean([m.features for m in members], axis=0), atol=1e-6)
+    np.testing.assert_allclose(served.histology.sum(axis=1), 1.0, atol=1e-6)
+    data = prepare(model, test)
+    sets = [np.sort(g) for g in np.split(np.random.default_rng(2).permutation(data.z.shape[1]), [1, 30, 700])]
+    for mode in ("keep", "drop"):
+        fast = MaskingKernel(model, data).probabilities(sets, mode)
+        for i, genes in enumerate(sets):
+            masked = data.z.copy()
+            keep = np.zeros(data.z.shape[1], dtype=bool)
+            keep[genes] = True
+            masked[:, ~keep if mode == "keep" else keep] = 0.0
+            assert np.abs(fast[i] - predict(model.net, masked).matrix()).max() < 1e-5, (mode, i)
+
+
+def test_ensemble_size_is_chosen_on_the_same_folds(cohorts) -> None:
+    from radiogenomics.training.ensemble import choose_size, cv_aucs, fold_labels
+    from radiogenomics.training.selection import cross_validate, mean_aucs
+
+    train, _ = cohorts
+    folds = stratified_folds(train, 3, 1)
+    spec = TargetSpec.fit(train)
+    labels = fold_labels(train, folds, features=None, cut_quantile=0.5)
+    oofs, singles = [], []
+    for config in (ARCHITECTURES["depth0_screen_pca"], ARCHITECTURES["depth1_pca"]):
+        results = list(cross_validate(train, folds, config.model_copy(update={"max_epochs": 5}), seed=0))
+        oof = np.full((train.n_samples, len(spec.names)), np.nan)
+        for r in results:
+            oof[r.val_rows] = r.predictions
+        assert not np.isnan(oof).any()  # every patient predicted once, by the fold model that did not see it
+        oofs.append(oof)
+        singles.append(mean_aucs(results))
+        recomputed = cv_aucs(oof, labels, spec.names)
+        for name in spec.names:  # the out-of-fold scores reproduce the trial's own CV AUCs
+            assert recomputed[name] == pytest.approx(singles[-1][name], abs=1e-9)
+    choice = choose_size(oofs, labels, spec)
+    assert set(choice.scores) == {1, 2} and choice.scores[choice.size] == max(choice.scores.values())
+    assert choice.per_target == cv_aucs(np.mean(np.stack(oofs[: choice.size]), axis=0), labels, spec.names)
+
+
+def test_each_output_sees_only_its_own_screened_genes(cohorts) -> None:
+    """target_screen: after training and folding, a feature's logit depends on exactly its own k genes."""
+    train, _ = cohorts
+    config = NetConfig(widths=(), screen_genes=4, l2=0.01, target_screen=True)
+    fitted = refit(train, config, epochs=3, seed=0)
+    z = fitted.scaler.transform(train.expression)
+    scores = screening_scores(z, fitted.spec.encode(train))
+    weight = fitted.net.trunk.layers[1].weight.detach().numpy()  # (logits, genes)
+    n_classes = len(fitted.spec.histology_classes)
+    for t in range(scores.shape[0]):
+        own = set(np.argsort(-scores[t], kind="stable")[:4])
+        rows = range(n_classes) if t == 0 else [n_classes + t - 1]
+        for row in rows:
+            assert set(np.flatnonzero(weight[row])) == own, t
+    with pytest.raises(ValueError, match="target_screen needs depth 0"):
+        NetConfig(widths=(8,), screen_genes=4, target_screen=True)
