@@ -58,6 +58,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         config = SynthConfig(
             out=args.out, hallmark_gmt=gmt, seed=args.seed, n_train=args.train, n_test=args.test,
             n_genes=args.genes, n_features=args.features, images=args.images, expression_format=args.format,
+            design=args.design,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=_positive_int, default=89, help="independent test patients (default 89)")
     p.add_argument("--genes", type=_positive_int, default=21766, help="genes (default 21,766; Hallmark symbols kept)")
     p.add_argument("--features", type=_positive_int, default=101, help="radiomic features, at most 101 (default 101)")
+    p.add_argument("--design", choices=["nsclc", "nonlinear"], default="nsclc",
+                   help="planted biology: nsclc (default; mostly linear programs) or nonlinear (other programs; "
+                        "thresholds, ANDs of two programs, an interaction); truth.json records it")
     p.add_argument("--images", action="store_true", help="also write CT-like NRRD volumes + masks and images/manifest.csv")
     p.add_argument("--format", choices=["parquet", "tsv", "csv"], default="parquet", help="expression file format")
     p.add_argument("--hallmark-gmt", type=Path, help=f"MSigDB Hallmark GMT (default: ${HALLMARK_ENV} or ../shared/data/gene_sets)")

@@ -45,25 +45,29 @@ def cohorts(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> tup
     return train, load_cohort(out / "test", classes=train.classes())
 
 
-def test_screen_is_each_targets_top_genes_by_sklearn_f(cohorts) -> None:
+def test_screen_is_each_outputs_top_genes_by_sklearn_f(cohorts) -> None:
+    """Each histology class (one-vs-rest) and each feature is screened on its own; the ranking is the
+    ANOVA F statistic's (scikit-learn) for two groups."""
     train, _ = cohorts
     spec = TargetSpec.fit(train)
     labels = spec.encode(train)
     z = Standardizer.fit(train.expression).transform(train.expression)
-    scores = screening_scores(z, labels)
-    f_hist, _ = f_classif(z, labels.histology)
-    np.testing.assert_allclose(scores[0], f_hist, rtol=1e-6)
-    for j in range(labels.features.shape[1]):  # two classes: F is monotone in r^2, so the top genes agree
-        f, _ = f_classif(z, labels.features[:, j])
-        assert set(np.argsort(-f)[:10]) == set(np.argsort(-scores[1 + j])[:10])
+    scores = screening_scores(z, labels, len(spec.histology_classes))
+    onehot = labels.onehot(spec)
+    assert scores.shape == (len(spec.names), z.shape[1])
+    for j in range(onehot.shape[1]):
+        f, _ = f_classif(z, onehot[:, j])
+        assert set(np.argsort(-f)[:10]) == set(np.argsort(-scores[j])[:10]), spec.names[j]
     genes = top_genes(scores, 7)
     assert len(genes) <= 7 * scores.shape[0] and np.all(np.diff(genes) > 0)
-    stage = fit_input_stage(z, labels, screen_genes=7, components=4, seed=0)
+    stage = fit_input_stage(z, labels, screen_genes=7, components=4, seed=0, n_classes=len(spec.histology_classes))
     x = stage.transform(z)
     np.testing.assert_array_equal(x[:, : len(genes)], z[:, genes])
     pcs = PCA(n_components=4, svd_solver="full").fit_transform(z.astype(np.float64))
     np.testing.assert_allclose(np.abs(x[:, len(genes):]), np.abs(pcs), atol=1e-3)  # up to the sign of each component
     assert stage.width == len(genes) + 4
+    assert stage.target_inputs.shape == (len(spec.names), stage.width)
+    assert (stage.target_inputs[:, : len(genes)].sum(axis=1) == 7).all() and stage.target_inputs[:, len(genes):].all()
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -96,7 +100,7 @@ def test_stage_and_weights_ignore_held_out_rows(cohorts) -> None:
     for expression in (train.expression, changed):
         scaler = Standardizer.fit(expression[train_rows])
         z = scaler.transform(expression[train_rows])
-        stage = fit_input_stage(z, spec.encode(train).take(train_rows), screen_genes=10, components=5, seed=0)
+        stage = fit_input_stage(z, spec.encode(train).take(train_rows), screen_genes=10, components=5, seed=0, n_classes=3)
         net = train_network(stage.transform(z), spec.encode(train).take(train_rows), spec, config, seed=0,
                             epochs=3, staged=True).model
         results.append((stage, net.state_dict()))
@@ -232,13 +236,10 @@ def test_each_output_sees_only_its_own_screened_genes(cohorts) -> None:
     config = NetConfig(widths=(), screen_genes=4, l2=0.01, target_screen=True)
     fitted = refit(train, config, epochs=3, seed=0)
     z = fitted.scaler.transform(train.expression)
-    scores = screening_scores(z, fitted.spec.encode(train))
-    weight = fitted.net.trunk.layers[1].weight.detach().numpy()  # (logits, genes)
-    n_classes = len(fitted.spec.histology_classes)
+    scores = screening_scores(z, fitted.spec.encode(train), len(fitted.spec.histology_classes))
+    weight = fitted.net.trunk.layers[1].weight.detach().numpy()  # (logits, genes): one row per output
+    assert weight.shape[0] == scores.shape[0] == len(fitted.spec.names)
     for t in range(scores.shape[0]):
-        own = set(np.argsort(-scores[t], kind="stable")[:4])
-        rows = range(n_classes) if t == 0 else [n_classes + t - 1]
-        for row in rows:
-            assert set(np.flatnonzero(weight[row])) == own, t
+        assert set(np.flatnonzero(weight[t])) == set(np.argsort(-scores[t], kind="stable")[:4]), t
     with pytest.raises(ValueError, match="target_screen needs depth 0"):
         NetConfig(widths=(8,), screen_genes=4, target_screen=True)

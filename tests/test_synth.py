@@ -192,3 +192,29 @@ def test_images_follow_the_same_programs(tmp_path: Path, hallmark_gmt: Path) -> 
     latents = pd.read_csv(out / PATIENT_TRUTH_FILE, index_col=0).loc[features.index]
     assert spearmanr(features["volume"], latents["size"]).statistic > 0.8
     assert spearmanr(features["mean"], latents["intensity"]).statistic > 0.6
+
+
+def test_nonlinear_design_plants_its_rules(tmp_path: Path, hallmark_gmt: Path) -> None:
+    """`--design nonlinear`: other programs, and its rules hold in the patients' own activities: "Other"
+    histology concentrates where MYC *and* KRAS are both active (an AND), SCC above a GLYCOLYSIS
+    threshold; truth.json records the design and each mechanism."""
+    from radiogenomics.synth.programs import DESIGNS
+
+    out = tmp_path / "nl"
+    generate(SynthConfig(out=out, hallmark_gmt=hallmark_gmt, n_train=400, n_test=20, n_genes=6000, n_features=20,
+                         design="nonlinear"), progress=False)
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["config"]["design"] == "nonlinear"
+    assert set(truth["programs"]) == set(DESIGNS["nonlinear"].programs)
+    assert {e["output"]: e["mechanism"] for e in truth["effects"]}["histology:Other"] == "and"
+    acts = pd.read_csv(out / PATIENT_TRUTH_FILE).set_index("sample_id")
+    clinical = pd.read_csv(out / "train" / "clinical.csv").set_index("sample_id")
+    acts = acts.loc[clinical.index]
+    both = (acts["HALLMARK_MYC_TARGETS_V1"] > 0) & (acts["HALLMARK_KRAS_SIGNALING_UP"] > 0)
+    other = clinical["histology"] == "Other"
+    assert other[both].mean() > 3 * other[~both].mean()  # the AND: one program alone does not do it
+    one_only = (acts["HALLMARK_MYC_TARGETS_V1"] > 0) & ~both
+    assert other[one_only].mean() < 0.5 * other[both].mean()
+    scc = clinical["histology"] == "SCC"
+    high = acts["HALLMARK_GLYCOLYSIS"] > 0.3
+    assert scc[high].mean() > 2 * scc[~high].mean()

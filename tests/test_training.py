@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from radiogenomics.cohort import load_cohort, write_expression
 from radiogenomics.errors import InputError
+from radiogenomics.examples import write_leukemia_cohort
 from radiogenomics.holdout import evaluate_on_test
 from radiogenomics.registry import ModelError, load_model, resolve
 from radiogenomics.synth import SynthConfig, generate
@@ -109,14 +109,7 @@ def test_label_shuffled_control_scores_chance(ray_local, small: Path, tmp_path: 
 
 
 def _leukemia_cohort(root: Path) -> Path:
-    raw = pd.read_csv(gzip.open(SHARED / "expression" / "gseapy_leukemia" / "Leukemia_hgu95av2.trim.txt.gz", "rt"), sep="\t")
-    by_gene = raw.drop(columns=["NAME"]).groupby("Gene").mean()
-    labels = (SHARED / "expression" / "gseapy_leukemia" / "Leukemia.cls").read_text().split("\n")[2].split()
-    root.mkdir(parents=True)
-    log_expr = np.log2(np.clip(by_gene.T.to_numpy(), 20, None))  # MAS5 values, floored, on the log scale
-    write_expression(root / "expression.parquet", list(by_gene.columns), list(by_gene.index), log_expr)
-    pd.DataFrame({"sample_id": list(by_gene.columns), "histology": labels}).to_csv(root / "clinical.csv", index=False)
-    return root
+    return write_leukemia_cohort(SHARED / "expression" / "gseapy_leukemia", root)
 
 
 @pytest.mark.slow

@@ -30,13 +30,13 @@ from radiogenomics.errors import InputError
 from radiogenomics.gene_sets import GeneSet, read_gmt, write_gmt
 from radiogenomics.radiomic_features import FEATURE_PANEL, select_panel
 from radiogenomics.synth.programs import (
-    EFFECTS,
     FEATURE_GROUPS,
     HISTOLOGY_CLASSES,
     HISTOLOGY_PREVALENCE,
     OTHER_SIGNATURE,
     OTHER_SIGNATURE_SIZE,
-    PROGRAMS,
+    DESIGNS,
+    Design,
     Effect,
     ExpressionModel,
     feature_group,
@@ -63,6 +63,7 @@ class SynthConfig(BaseModel):
     n_features: int = Field(len(FEATURE_PANEL), ge=1, le=len(FEATURE_PANEL))
     images: bool = False
     expression_format: Literal["parquet", "tsv", "csv"] = "parquet"
+    design: Literal["nsclc", "nonlinear"] = "nsclc"  # the planted biology (programs.DESIGNS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,6 +88,7 @@ class World:
     feature_transform: list[tuple[str, float, float]]  # (kind, centre, scale) per feature
     intercepts: dict[str, float]  # histology logits' intercepts (ADC = 0)
     group_scale: dict[str, tuple[float, float]]  # mean, SD of each group's raw latent
+    design: Design = DESIGNS["nsclc"]
 
 
 def _generated_names(n: int, start: int = 1) -> list[str]:
@@ -96,7 +98,7 @@ def _generated_names(n: int, start: int = 1) -> list[str]:
 def _choose_genes(config: SynthConfig, hallmark: dict[str, GeneSet]) -> tuple[list[str], list[str]]:
     """The gene universe and the synthetic signature's genes; planted genes are always included."""
     other_sig = _generated_names(OTHER_SIGNATURE_SIZE)
-    planted = list(dict.fromkeys(g for p in PROGRAMS if p in hallmark for g in hallmark[p].genes))
+    planted = list(dict.fromkeys(g for p in DESIGNS[config.design].programs if p in hallmark for g in hallmark[p].genes))
     needed = len(planted) + len(other_sig)
     if config.n_genes < needed:
         raise InputError(f"--genes must be at least {needed} (the planted programs' genes), got {config.n_genes}")
@@ -117,31 +119,33 @@ def _effect_value(effect: Effect, act: dict[str, np.ndarray]) -> np.ndarray:
         return effect.coefficients[0] * a[0]
     if effect.mechanism == "threshold":
         return effect.coefficients[0] * (a[0] > effect.threshold).astype(float)
+    if effect.mechanism == "and":
+        return effect.coefficients[0] * ((a[0] > effect.threshold) & (a[1] > effect.threshold)).astype(float)
     b1, b2, b12 = effect.coefficients
     return b1 * a[0] + b2 * a[1] + b12 * a[0] * a[1]
 
 
-def _histology_probs(act: dict[str, np.ndarray], intercepts: dict[str, float]) -> np.ndarray:
+def _histology_probs(act: dict[str, np.ndarray], intercepts: dict[str, float], design: Design) -> np.ndarray:
     n = len(next(iter(act.values())))
     logits = np.zeros((n, len(HISTOLOGY_CLASSES)))
-    for effect in EFFECTS:
+    for effect in design.effects:
         if effect.output.startswith("histology:"):
             cls = effect.output.split(":", 1)[1]
             logits[:, HISTOLOGY_CLASSES.index(cls)] += intercepts[cls] + _effect_value(effect, act)
     return softmax(logits, axis=1)
 
 
-def _calibrate(seed_free_rng: np.random.Generator) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+def _calibrate(seed_free_rng: np.random.Generator, design: Design) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """Histology intercepts that give the target prevalence, and each group latent's mean/SD."""
-    act = {p: seed_free_rng.standard_normal(_REFERENCE_DRAWS) for p in PROGRAMS}
+    act = {p: seed_free_rng.standard_normal(_REFERENCE_DRAWS) for p in design.programs}
     intercepts = {c: 0.0 for c in HISTOLOGY_CLASSES}
     target = np.array([HISTOLOGY_PREVALENCE[c] for c in HISTOLOGY_CLASSES])
     for _ in range(60):
-        achieved = _histology_probs(act, intercepts).mean(axis=0)
+        achieved = _histology_probs(act, intercepts, design).mean(axis=0)
         for k, c in enumerate(HISTOLOGY_CLASSES[1:], start=1):
             intercepts[c] += math.log(target[k] / achieved[k]) - math.log(target[0] / achieved[0])
     scales = {}
-    for effect in EFFECTS:
+    for effect in design.effects:
         if effect.output in FEATURE_GROUPS:
             raw = _effect_value(effect, act) + effect.noise_sd * seed_free_rng.standard_normal(_REFERENCE_DRAWS)
             scales[effect.output] = (float(raw.mean()), float(raw.std()))
@@ -172,7 +176,8 @@ def _feature_transform(name: str, rng: np.random.Generator) -> tuple[str, float,
 def build_world(config: SynthConfig, model: ExpressionModel = ExpressionModel()) -> World:
     """Draw every gene-level and feature-level parameter from the seed's gene stream."""
     hallmark = read_gmt(config.hallmark_gmt)
-    missing = [p for p in PROGRAMS if p != OTHER_SIGNATURE and p not in hallmark]
+    design = DESIGNS[config.design]
+    missing = [p for p in design.programs if p != OTHER_SIGNATURE and p not in hallmark]
     if missing:
         raise InputError(f"{config.hallmark_gmt}: lacks the planted set(s) {', '.join(missing)}; pass the MSigDB Hallmark GMT (v7.0)")
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0]))
@@ -185,9 +190,9 @@ def build_world(config: SynthConfig, model: ExpressionModel = ExpressionModel())
     factor = np.full(n, -1, dtype=np.int64)
     loading = np.zeros(n)
 
-    program_sets = {p: (hallmark[p].genes if p in hallmark else tuple(other_sig)) for p in PROGRAMS}
+    program_sets = {p: (hallmark[p].genes if p in hallmark else tuple(other_sig)) for p in design.programs}
     responsive: dict[str, list[str]] = {}
-    for k, program in enumerate(PROGRAMS):
+    for k, program in enumerate(design.programs):
         members = [g for g in program_sets[program] if g in col and factor[col[g]] == -1]
         n_resp = max(1, round(model.responsive_fraction * len(program_sets[program])))
         picked = sorted(rng.choice(members, size=min(n_resp, len(members)), replace=False).tolist())
@@ -204,7 +209,7 @@ def build_world(config: SynthConfig, model: ExpressionModel = ExpressionModel())
     while pos < len(in_modules):
         size = int(rng.integers(model.module_size_range[0], model.module_size_range[1] + 1))
         idx = in_modules[pos: pos + size]
-        factor[idx] = len(PROGRAMS) + n_modules
+        factor[idx] = len(design.programs) + n_modules
         loading[idx] = rng.uniform(*model.module_loading_range, len(idx))
         n_modules, pos = n_modules + 1, pos + size
 
@@ -227,12 +232,12 @@ def build_world(config: SynthConfig, model: ExpressionModel = ExpressionModel())
         0.0 if groups[f] is None else (1.0 if rng.random() < 0.8 else -1.0) * rng.uniform(0.8, 0.97) for f in features
     ])
     transforms = [_feature_transform(f, rng) for f in features]
-    intercepts, group_scale = _calibrate(np.random.default_rng(20210531))
+    intercepts, group_scale = _calibrate(np.random.default_rng(20210531), design)
     return World(
         genes=genes, mean=mean, sd=sd, factor=factor, loading=loading, n_modules=n_modules,
         batch_shift=batch_shift, responsive=responsive, gene_sets=gene_sets, decoys=[d.name for d in decoys],
         features=features, feature_group=groups, feature_loading=feature_loading,
-        feature_transform=transforms, intercepts=intercepts, group_scale=group_scale,
+        feature_transform=transforms, intercepts=intercepts, group_scale=group_scale, design=design,
     )
 
 
@@ -255,9 +260,10 @@ def sample_cohort(
 ) -> SampledCohort:
     """Draw `n` patients from random stream `stream`; the test site carries the batch effect."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
-    n_factors = len(PROGRAMS) + world.n_modules
+    programs = world.design.programs
+    n_factors = len(programs) + world.n_modules
     factors = rng.standard_normal((n, n_factors))
-    act = {p: factors[:, k] for k, p in enumerate(PROGRAMS)}
+    act = {p: factors[:, k] for k, p in enumerate(programs)}
 
     per_gene = np.where(world.factor >= 0, world.factor, 0)
     shared = factors[:, per_gene] * world.loading  # zero loading for independent genes
@@ -265,12 +271,12 @@ def sample_cohort(
     x = world.mean + world.sd * z + (world.batch_shift if test_site else 0.0)
     expression = np.clip(x, 0.0, None).astype(np.float32)
 
-    probs = _histology_probs(act, world.intercepts)
+    probs = _histology_probs(act, world.intercepts, world.design)
     u = rng.random(n)[:, None]
     histology = np.array(HISTOLOGY_CLASSES)[(u > np.cumsum(probs, axis=1)).sum(axis=1).clip(max=len(HISTOLOGY_CLASSES) - 1)]
 
     latents = {}
-    for effect in EFFECTS:
+    for effect in world.design.effects:
         if effect.output in FEATURE_GROUPS:
             raw = _effect_value(effect, act) + effect.noise_sd * rng.standard_normal(n)
             mu, sigma = world.group_scale[effect.output]
@@ -332,10 +338,10 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
 def _truth(world: World, config: SynthConfig, train: SampledCohort, test: SampledCohort, model: ExpressionModel) -> dict:
     x_mean, x_sd = train.expression.mean(axis=0), train.expression.std(axis=0)
     set_score = {
-        p: gene_set_scores(train.expression, world.genes, world.gene_sets[p], x_mean, x_sd) for p in PROGRAMS
+        p: gene_set_scores(train.expression, world.genes, world.gene_sets[p], x_mean, x_sd) for p in world.design.programs
     }
     effects = []
-    for effect in EFFECTS:
+    for effect in world.design.effects:
         driver = _effect_value(effect, train.activities)
         if effect.output.startswith("histology:"):
             outputs = [effect.output]
@@ -374,7 +380,7 @@ def _truth(world: World, config: SynthConfig, train: SampledCohort, test: Sample
         for g in gs.genes:
             if g in responsive_all:
                 overlap[responsive_all[g]] = overlap.get(responsive_all[g], 0) + 1
-        role = "planted" if name in PROGRAMS else ("decoy" if name in world.decoys else "not planted")
+        role = "planted" if name in world.design.programs else ("decoy" if name in world.decoys else "not planted")
         sets[name] = {
             "role": role,
             "source": "synthetic" if name.startswith("SYNTH_") else HALLMARK_SOURCE,
@@ -400,7 +406,7 @@ def _truth(world: World, config: SynthConfig, train: SampledCohort, test: Sample
                 "source": "synthetic" if p == OTHER_SIGNATURE else HALLMARK_SOURCE,
                 "responsive_genes": world.responsive[p],
             }
-            for p in PROGRAMS
+            for p in world.design.programs
         },
         "effects": effects,
         "features": {
@@ -419,7 +425,7 @@ def _truth(world: World, config: SynthConfig, train: SampledCohort, test: Sample
             "loading_range": model.loading_range,
             "positive_loading_prob": model.positive_loading_prob,
             "background_modules": world.n_modules,
-            "genes_in_modules": int((world.factor >= len(PROGRAMS)).sum()),
+            "genes_in_modules": int((world.factor >= len(world.design.programs)).sum()),
             "independent_noise_genes": int((world.factor == -1).sum()),
             "generated_gene_prefix": GENERATED_PREFIX,
         },

@@ -28,7 +28,7 @@ from typing import Literal
 
 from radiogenomics.radiomic_features import feature_class
 
-Mechanism = Literal["linear", "threshold", "interaction"]
+Mechanism = Literal["linear", "threshold", "interaction", "and"]
 
 #: Synthetic (non-MSigDB) program; its genes get generated names.
 OTHER_SIGNATURE = "SYNTH_NSCLC_OTHER_SIGNATURE"
@@ -56,6 +56,8 @@ class Effect:
             return f"{self.coefficients[0]} * {a[0]}"
         if self.mechanism == "threshold":
             return f"{self.coefficients[0]} * [{a[0]} > {self.threshold}]"
+        if self.mechanism == "and":
+            return f"{self.coefficients[0]} * [{a[0]} > {self.threshold} and {a[1]} > {self.threshold}]"
         b1, b2, b12 = self.coefficients
         return f"{b1} * {a[0]} + {b2} * {a[1]} + {b12} * {a[0]} * {a[1]}"
 
@@ -85,6 +87,50 @@ EFFECTS: tuple[Effect, ...] = (
 )
 
 FEATURE_GROUPS = ("size", "irregularity", "intensity", "heterogeneity", "coarseness")
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which programs drive which outputs, and how (`synth --design`)."""
+
+    name: str
+    programs: tuple[str, ...]
+    effects: tuple[Effect, ...]
+    description: str
+
+
+#: `nonlinear`: other programs, and rules a linear model cannot fit: thresholds on both histology
+#: classes' drivers, an AND of two programs ("Other" only where MYC *and* KRAS are both active),
+#: an AND for shape irregularity, an interaction for heterogeneity, a threshold for size.
+NONLINEAR_PROGRAMS: tuple[str, ...] = (
+    "HALLMARK_GLYCOLYSIS",
+    "HALLMARK_MYC_TARGETS_V1",
+    "HALLMARK_KRAS_SIGNALING_UP",
+    "HALLMARK_G2M_CHECKPOINT",
+    "HALLMARK_TGF_BETA_SIGNALING",
+    "HALLMARK_IL6_JAK_STAT3_SIGNALING",
+    "HALLMARK_OXIDATIVE_PHOSPHORYLATION",
+    "HALLMARK_INFLAMMATORY_RESPONSE",
+    "HALLMARK_APOPTOSIS",
+    "HALLMARK_UNFOLDED_PROTEIN_RESPONSE",
+)
+NONLINEAR_EFFECTS: tuple[Effect, ...] = (
+    Effect("histology:SCC", ("HALLMARK_GLYCOLYSIS",), "threshold", (3.0,), threshold=0.3),
+    Effect("histology:Other", ("HALLMARK_MYC_TARGETS_V1", "HALLMARK_KRAS_SIGNALING_UP"), "and", (3.5,), threshold=0.0),
+    Effect("size", ("HALLMARK_G2M_CHECKPOINT",), "threshold", (1.8,), threshold=0.0, noise_sd=0.4),
+    Effect("irregularity", ("HALLMARK_TGF_BETA_SIGNALING", "HALLMARK_IL6_JAK_STAT3_SIGNALING"), "and", (1.8,),
+           threshold=-0.2, noise_sd=0.4),
+    Effect("intensity", ("HALLMARK_OXIDATIVE_PHOSPHORYLATION",), "linear", (1.0,), noise_sd=0.4),
+    Effect("heterogeneity", ("HALLMARK_INFLAMMATORY_RESPONSE", "HALLMARK_APOPTOSIS"), "interaction", (0.4, 0.4, 1.0),
+           noise_sd=0.4),
+    Effect("coarseness", ("HALLMARK_UNFOLDED_PROTEIN_RESPONSE",), "threshold", (1.8,), threshold=-0.3, noise_sd=0.4),
+)
+
+DESIGNS: dict[str, Design] = {
+    "nsclc": Design("nsclc", PROGRAMS, EFFECTS, "the default: mostly linear programs (module docstring)"),
+    "nonlinear": Design("nonlinear", NONLINEAR_PROGRAMS, NONLINEAR_EFFECTS,
+                        "other programs; thresholds, ANDs of two programs and an interaction"),
+}
 
 _SIZE_SHAPE = {
     "LeastAxisLength", "MajorAxisLength", "Maximum2DDiameterSlice", "Maximum3DDiameter", "MeshVolume",

@@ -4,10 +4,9 @@ With ~200 patients and 21,766 genes a dense first layer has nothing to lean on; 
 screen genes per target. The stage gives the network the same footing, fitted on training rows
 only (inside every CV fold, and on the whole training cohort for the refit):
 
-* supervised screening: for every target, the `screen_genes` genes with the largest univariate
-  statistic on the fitting rows (histology: scikit-learn's ANOVA F, `f_classif`; a binary
-  radiomic target: the squared Pearson correlation with its label, the same ranking as F for two
-  classes, computed for every gene and target in one matrix product); the union over targets;
+* supervised screening: for every output (each histology class one-vs-rest, each radiomic
+  target), the `screen_genes` genes with the largest squared correlation with its binary label on
+  the fitting rows (for two groups the same ranking as the ANOVA F statistic); the union;
 * unsupervised components: the first `components` principal components of the fitting rows'
   expression (scikit-learn `PCA`, full SVD, deterministic signs).
 
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.feature_selection import f_classif
 
 from radiogenomics.training.targets import Labels
 
@@ -38,16 +36,13 @@ class InputStage:
     offset: np.ndarray  # (m,) float32
     genes: np.ndarray  # (k,) int64 screened gene indices (the first k rows of the projection)
     components: int
-    #: (T, m) bool: the stage outputs each target's own screen chose, plus every component (T = the
-    #: histology target, if any, then each feature); used when each output may see only its own genes
+    #: (T, m) bool: the stage outputs each output's own screen chose, plus every component (T = each
+    #: histology class, then each feature); used when each output may see only its own genes
     target_inputs: np.ndarray | None = None
 
-    def logit_mask(self, n_classes: int) -> np.ndarray:
-        """(n_logits, m) float32 mask for a depth-0 network's heads: histology's rows repeat its target's."""
-        rows = self.target_inputs
-        if n_classes:
-            rows = np.vstack([np.repeat(rows[:1], n_classes, axis=0), rows[1:]])
-        return rows.astype(np.float32)
+    def logit_mask(self) -> np.ndarray:
+        """(n_logits, m) float32 mask for a depth-0 network's heads (one row per output logit)."""
+        return self.target_inputs.astype(np.float32)
 
     @property
     def width(self) -> int:
@@ -69,23 +64,26 @@ class InputStage:
         return out
 
 
-def screening_scores(z: np.ndarray, labels: Labels) -> np.ndarray:
-    """(T, G) univariate statistic of every gene for every target (histology first, then the features)."""
-    rows = []
+def screening_scores(z: np.ndarray, labels: Labels, n_classes: int = 0) -> np.ndarray:
+    """(T, G) univariate statistic of every gene for every output: each histology class one-vs-rest,
+    then each feature: the squared Pearson correlation with the binary label (for two groups the same
+    ranking as the ANOVA F statistic), for every gene and output in one matrix product.
+
+    Histology is screened per class, not by one multi-class F: a small class driven by a narrow
+    signature (the "Other" histology) would otherwise get none of its genes among the top k, which
+    the large classes' genes dominate."""
+    columns = []
     if labels.histology is not None:
-        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore", UserWarning)  # constant genes: F is undefined, scored 0
-            f, _ = f_classif(z, labels.histology)
-        rows.append(np.nan_to_num(f, nan=0.0))
-    y = labels.features.astype(np.float64)
-    if y.shape[1]:
-        zc = z.astype(np.float64) - z.mean(axis=0, dtype=np.float64)
-        yc = y - y.mean(axis=0)
-        cov = yc.T @ zc  # (F, G)
-        denom = np.sqrt((yc**2).sum(axis=0))[:, None] * np.sqrt((zc**2).sum(axis=0))[None, :]
-        r = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
-        rows.append(r**2)
-    return np.vstack(rows)
+        n_classes = max(n_classes, int(labels.histology.max()) + 1)
+        columns.append(np.eye(n_classes)[labels.histology])
+    columns.append(labels.features.astype(np.float64))
+    y = np.concatenate(columns, axis=1)
+    zc = z.astype(np.float64) - z.mean(axis=0, dtype=np.float64)
+    yc = y - y.mean(axis=0)
+    cov = yc.T @ zc  # (T, G)
+    denom = np.sqrt((yc**2).sum(axis=0))[:, None] * np.sqrt((zc**2).sum(axis=0))[None, :]
+    r = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+    return r**2
 
 
 def top_genes(scores: np.ndarray, k: int) -> np.ndarray:
@@ -98,12 +96,13 @@ def per_target_top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
 
 
-def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, components: int, seed: int = 0) -> InputStage:
-    """Fit the stage on z-scored training rows `z` (n, G) and their labels."""
+def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, components: int, seed: int = 0,
+                    n_classes: int = 0) -> InputStage:
+    """Fit the stage on z-scored training rows `z` (n, G) and their labels (`n_classes` histology classes)."""
     n, n_genes = z.shape
     if screen_genes <= 0 and components <= 0:
         raise ValueError("an input stage needs screen_genes > 0 and/or components > 0")
-    scores = screening_scores(z, labels)
+    scores = screening_scores(z, labels, n_classes)
     best = per_target_top(scores, screen_genes) if screen_genes > 0 else np.zeros((len(scores), 0), dtype=np.int64)
     genes = np.unique(best)
     blocks = []

@@ -59,12 +59,12 @@ def fit_fold(
     scaler = Standardizer.fit(cohort.expression[train_rows])
     fit_rows, stop_rows = inner_split(cohort, train_rows, inner_fraction, seed + fold)
     z_fit = scaler.transform(cohort.expression[fit_rows])
-    stage = _stage(config, z_fit, labels.take(fit_rows), seed + fold)
+    stage = _stage(config, z_fit, labels.take(fit_rows), seed + fold, spec)
     inputs = (lambda z: z) if stage is None else stage.transform
     result = train_network(
         inputs(z_fit), labels.take(fit_rows), spec, config, seed=seed + fold,
         x_val=inputs(scaler.transform(cohort.expression[stop_rows])), y_val=labels.take(stop_rows), staged=config.staged,
-        head_mask=_head_mask(config, stage, spec),
+        head_mask=_head_mask(config, stage),
     )
     predictions = predict(result.model, inputs(scaler.transform(cohort.expression[val_rows])))
     aucs = target_aucs(spec, labels.take(val_rows), predictions)
@@ -72,17 +72,16 @@ def fit_fold(
                       val_rows=np.asarray(val_rows), predictions=predictions.matrix())
 
 
-def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int) -> InputStage | None:
+def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int, spec: TargetSpec) -> InputStage | None:
     """The input stage fitted on the fitting rows only (None: the network sees every gene)."""
     if not config.staged:
         return None
-    return fit_input_stage(z_fit, labels, screen_genes=config.screen_genes, components=config.components, seed=seed)
+    return fit_input_stage(z_fit, labels, screen_genes=config.screen_genes, components=config.components, seed=seed,
+                           n_classes=len(spec.histology_classes) if spec.has_histology else 0)
 
 
-def _head_mask(config: NetConfig, stage: InputStage | None, spec: TargetSpec) -> np.ndarray | None:
-    if not config.target_screen or stage is None:
-        return None
-    return stage.logit_mask(len(spec.histology_classes) if spec.has_histology else 0)
+def _head_mask(config: NetConfig, stage: InputStage | None) -> np.ndarray | None:
+    return stage.logit_mask() if config.target_screen and stage is not None else None
 
 
 def cross_validate(
@@ -121,9 +120,9 @@ def refit(cohort: Cohort, config: NetConfig, epochs: int, *, seed: int = 0, cut_
     spec = TargetSpec.fit(cohort, features=features, cut_quantile=cut_quantile)
     scaler = Standardizer.fit(cohort.expression)
     z, labels = scaler.transform(cohort.expression), spec.encode(cohort)
-    stage = _stage(config, z, labels, seed)
+    stage = _stage(config, z, labels, seed, spec)
     result = train_network(z if stage is None else stage.transform(z), labels, spec, config, seed=seed,
-                           epochs=max(1, int(epochs)), staged=config.staged, head_mask=_head_mask(config, stage, spec))
+                           epochs=max(1, int(epochs)), staged=config.staged, head_mask=_head_mask(config, stage))
     if stage is None:
         return Refit(result=result, spec=spec, scaler=scaler, net=result.model, config=config)
     net, plain = fold_input_stage(result.model, stage, spec, config, z.shape[1])

@@ -1,0 +1,125 @@
+"""Benchmark: is the network at least as accurate as the best baseline, on every cohort?
+
+For each cohort, `radiogenomics train` runs with its defaults (Ray Tune search, baselines on the
+same folds, the exported network or ensemble), then one evaluation on the held-out patients. Prints,
+per cohort and target family (histology: mean of the one-vs-rest class AUCs; radiomic: mean over
+features), the network's test AUC beside every baseline's and the best baseline's, the difference,
+and whether it meets the goal (network >= best baseline - 0.01). Cohorts:
+
+  paper      the paper-sized default synthetic cohort (`synth`, seed 42: 262 + 89 patients,
+             21,766 genes, 101 features; mostly linear planted programs)
+  nonlinear  `synth --design nonlinear` (other programs; thresholds, ANDs of two programs, an
+             interaction), same sizes
+  leukemia   the real GSEA ALL/AML microarray (48 patients), a seeded stratified 2:1 split
+             (32 train / 16 test; its 16-patient test AUC is coarse: one patient moves it ~0.015)
+
+    python bench/accuracy.py                          # all three, defaults (about an hour here)
+    python bench/accuracy.py --cohorts leukemia       # one cohort
+    python bench/accuracy.py --trials 4 --folds 3     # a smaller budget for every cohort
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GOAL_MARGIN = 0.01
+
+
+def _family_means(metrics: dict) -> dict[str, float]:
+    hist = [v["auc"] for k, v in metrics.items() if k.startswith("histology:") and v.get("auc") is not None]
+    rad = [v["auc"] for k, v in metrics.items() if not k.startswith("histology:") and v.get("auc") is not None]
+    out = {}
+    if hist:
+        out["histology"] = float(np.mean(hist))
+    if rad:
+        out["radiomic"] = float(np.mean(rad))
+    return out
+
+
+def _prepare(name: str, root: Path, shared: Path) -> tuple[Path, Path]:
+    from radiogenomics.cli import default_hallmark_gmt
+    from radiogenomics.synth import SynthConfig, generate
+
+    if name in ("paper", "nonlinear"):
+        generate(SynthConfig(out=root, hallmark_gmt=default_hallmark_gmt(), seed=42,
+                             design="nsclc" if name == "paper" else "nonlinear"), progress=False)
+        return root / "train", root / "test"
+    from sklearn.model_selection import train_test_split
+
+    from radiogenomics.examples import read_gsea_leukemia, write_leukemia_cohort
+
+    folder = shared / "expression" / "gseapy_leukemia"
+    _, labels = read_gsea_leukemia(folder)
+    train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=1 / 3, stratify=labels, random_state=42)
+    return (write_leukemia_cohort(folder, root / "train", sorted(train_rows)),
+            write_leukemia_cohort(folder, root / "test", sorted(test_rows)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cohorts", default="paper,nonlinear,leukemia")
+    parser.add_argument("--trials", type=int, help="Tune trials (default: train's default)")
+    parser.add_argument("--folds", type=int, help="CV folds (default: train's default; leukemia at most 4)")
+    parser.add_argument("--work", type=Path, help="keep cohorts and models here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    import ray
+
+    from radiogenomics.holdout import evaluate_on_test
+    from radiogenomics.raycluster import keep_local_ray_on_loopback
+    from tune.train import TrainOptions, train
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    keep_local_ray_on_loopback()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.work or Path(tmp)
+            for name in args.cohorts.split(","):
+                train_dir, test_dir = _prepare(name, work / name / "cohort", shared)
+                budget = {k: v for k, v in (("trials", args.trials), ("folds", args.folds)) if v}
+                if name == "leukemia":
+                    budget["folds"] = min(budget.get("folds", 4), 4)  # 32 patients
+                start = time.perf_counter()
+                folder = train(TrainOptions(cohort=train_dir, registry=work / name / "registry", name=name,
+                                            progress=False, **budget))
+                seconds = time.perf_counter() - start
+                evaluate_on_test(folder, test_dir, work / name / "evaluation" / "metrics.json")
+                network = json.loads((work / name / "evaluation" / "metrics.json").read_text())
+                baselines = json.loads((work / name / "evaluation" / "metrics_baselines.json").read_text())
+                card = json.loads((folder / "model.json").read_text())
+                net = _family_means(network)
+                base = {m: _family_means(v) for m, v in baselines.items()}
+                for family, value in net.items():
+                    best_model = max(base, key=lambda m: base[m].get(family, -1.0))
+                    best = base[best_model][family]
+                    rows.append({"cohort": name, "family": family, "network": value, "best_baseline": best_model,
+                                 "baseline": best, "diff": value - best, "met": value >= best - GOAL_MARGIN,
+                                 "others": {m: round(b[family], 3) for m, b in base.items() if family in b},
+                                 "train_s": seconds, "members": len(card["cv_metrics"].get("members", [])) or 1,
+                                 "cv": card["cv_metrics"]["cv_auc"]})
+                print(f"[{name}] trained in {seconds:.0f} s; CV score {card['cv_metrics']['cv_auc']:.3f}; "
+                      f"{rows[-1]['members']} member(s); best params {json.dumps(card['cv_metrics']['best_params'])}",
+                      flush=True)
+    finally:
+        ray.shutdown()
+    print()
+    print("| cohort | family | network (test AUC) | best baseline | its AUC | network - best | goal (>= -0.01) | all baselines |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cohort']} | {r['family']} | {r['network']:.3f} | {r['best_baseline']} | {r['baseline']:.3f} | "
+              f"{r['diff']:+.3f} | {'met' if r['met'] else 'MISSED'} | {r['others']} |")
+    print(f"\ngoal met on {sum(r['met'] for r in rows)} of {len(rows)} (cohort, family) pairs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
