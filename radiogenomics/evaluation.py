@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,15 @@ def markdown_report(title: str, metrics_by_model: dict[str, dict[str, dict]],
                 row += _summary([cv_auc[m][n] for n in group]) if m in cv_auc else ["n/a"] * 4
             rows.append(row)
         out += _table(header, rows) + [""]
+        if len(models) > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a family with no defined AUC: NaN
+                means = {m: float(np.nanmean([test[m][n] for n in group])) for m in models}
+            best = max(models[1:], key=lambda m: -np.inf if math.isnan(means[m]) else means[m])
+            gap = means[network] - means[best]
+            verdict = "wins" if gap > 0 else ("ties" if gap == 0 else "loses")
+            out += [f"Mean test AUC, network minus the best baseline (`{_md_escape(best)}`): {gap:+.3f}; the network "
+                    f"{verdict} on this family.", ""]
 
     # (b) wins
     out += ["## Wins", "", "On how many targets each model has the best AUC (a tie counts for every tied model); "
