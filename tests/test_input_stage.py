@@ -31,6 +31,7 @@ ARCHITECTURES = {
     "dense_all_genes": NetConfig(widths=(16,)),
     "per_target_depth1": NetConfig(widths=(8,), screen_genes=5, components=3, design="per_target"),
     "depth0_target_screen": NetConfig(widths=(), screen_genes=6, components=3, l2=0.01, target_screen=True),
+    "per_target_screened_depth1": NetConfig(widths=(4,), screen_genes=5, design="per_target", target_screen=True),
 }
 
 
@@ -241,5 +242,20 @@ def test_each_output_sees_only_its_own_screened_genes(cohorts) -> None:
     assert weight.shape[0] == scores.shape[0] == len(fitted.spec.names)
     for t in range(scores.shape[0]):
         assert set(np.flatnonzero(weight[t])) == set(np.argsort(-scores[t], kind="stable")[:4]), t
-    with pytest.raises(ValueError, match="target_screen needs depth 0"):
-        NetConfig(widths=(8,), screen_genes=4, target_screen=True)
+    with pytest.raises(ValueError, match="target_screen needs screen_genes > 0 and either depth 0"):
+        NetConfig(widths=(8,), screen_genes=4, target_screen=True)  # shared trunk: one first layer for all
+
+
+def test_per_target_networks_see_only_their_own_genes(cohorts) -> None:
+    """target_screen with the per-target design: each feature's network depends on exactly its own k genes."""
+    train, _ = cohorts
+    config = NetConfig(widths=(4,), screen_genes=3, design="per_target", target_screen=True)
+    fitted = refit(train, config, epochs=2, seed=0)
+    z = fitted.scaler.transform(train.expression)
+    scores = screening_scores(z, fitted.spec.encode(train), len(fitted.spec.histology_classes))
+    n_classes = len(fitted.spec.histology_classes)
+    hist_genes = set().union(*(np.argsort(-scores[c], kind="stable")[:3] for c in range(n_classes)))
+    assert set(np.flatnonzero(np.abs(fitted.net.histology.trunk.layers[1].weight.detach().numpy()).sum(axis=0))) == hist_genes
+    for j, member in enumerate(fitted.net.features):
+        used = np.flatnonzero(np.abs(member.trunk.layers[1].weight.detach().numpy()).sum(axis=0))
+        assert set(used) == set(np.argsort(-scores[n_classes + j], kind="stable")[:3]), j

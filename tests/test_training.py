@@ -145,6 +145,11 @@ def test_bad_training_input_is_one_line(small: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "target 'original_shape_Elongation' has a single class" in result.stderr
     with pytest.raises(InputError, match="no interrupted search"):
         train(_options(small / "train", tmp_path / "empty", "nothing", resume=True))
+    for flag, value, message in (("--time-budget", "-5", "must be a positive number of seconds"),
+                                 ("--ensemble", "0", "must be a positive whole number")):
+        result = subprocess.run([CLI, "train", str(small / "train"), "--registry", str(tmp_path), "--name", "x", flag, value],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_test_cohort_with_missing_genes(trained: Path, small: Path, tmp_path: Path) -> None:
@@ -216,3 +221,14 @@ def test_interrupted_search_resumes(small: Path, tmp_path: Path) -> None:
     assert folder == registry / "resumable" / "1" and (folder / "model.json").is_file()
     trials = pd.read_csv(folder / "cv_trials.csv")
     assert len(trials) == 6
+
+
+def test_time_budget_bounds_the_search(ray_local, small: Path, tmp_path: Path) -> None:
+    """`--time-budget`: the search stops starting trials when the budget is spent; the best finished
+    trials are still selected, refitted and exported."""
+    folder = train(_options(small / "train", tmp_path / "registry", "budget", trials=200, time_budget=20,
+                            compare_targets=0, baselines=False))
+    card = json.loads((folder / "model.json").read_text())
+    cv = card["cv_metrics"]
+    assert cv["time_budget_s"] == 20 and 1 <= cv["trials_complete"] <= cv["trials"] < 200
+    assert 1 <= len(cv["members"]) <= 3 and card["best_family"] == {n: "network" for n in cv["per_target"]}

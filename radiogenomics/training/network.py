@@ -52,8 +52,8 @@ class NetConfig(BaseModel):
     #: explicit L2 penalty on every Linear weight, added to the loss (unlike AdamW's decoupled decay,
     #: its pull does not shrink with the learning rate)
     l2: float = Field(0.0, ge=0.0)
-    #: depth 0 only: each output sees only its own screened genes (and the components), like a
-    #: per-target model with per-target screening; the zeros stay zeros through training and folding
+    #: each output sees only its own screened genes (and the components): depth 0 (masked heads) or
+    #: the per-target design (each network's first layer masked); zeros stay zeros through folding
     target_screen: bool = False
 
     @property
@@ -64,8 +64,9 @@ class NetConfig(BaseModel):
     def _depth(self) -> NetConfig:
         if not self.widths and not self.staged:
             raise ValueError("widths may be empty (depth 0) only with an input stage (screen_genes or components > 0)")
-        if self.target_screen and (self.widths or self.screen_genes == 0):
-            raise ValueError("target_screen needs depth 0 (widths empty) and screen_genes > 0")
+        if self.target_screen and ((self.widths and self.design != "per_target") or self.screen_genes == 0):
+            raise ValueError("target_screen needs screen_genes > 0 and either depth 0 (widths empty) or the "
+                             "per-target design (each target's network sees only its own genes)")
         return self
 
 
@@ -163,8 +164,14 @@ def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
         start = 0
         for member in model.members():
             width = sum(h.out_features for h in (member.histology, member.features) if h is not None)
-            _mask_heads(member, mask[start: start + width])
+            part = mask[start: start + width]
             start += width
+            if len(member.trunk.layers) > 2 and isinstance(member.trunk.layers[2], nn.Linear):
+                # a member with hidden blocks: its first Linear sees only its target's inputs
+                # (histology: the union of its classes' screens)
+                _mask_weight(member.trunk.layers[2], part.amax(dim=0, keepdim=True).expand(member.trunk.layers[2].out_features, -1))
+            else:
+                _mask_heads(member, part)
         return
     start = 0
     for head in (model.histology, model.features):
@@ -172,9 +179,15 @@ def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
             continue
         part = mask[start: start + head.out_features]
         start += head.out_features
-        with torch.no_grad():
-            head.weight.mul_(part)
-        head.weight.register_hook(lambda grad, part=part: grad * part)
+        _mask_weight(head, part)
+
+
+def _mask_weight(layer: nn.Linear, mask: torch.Tensor) -> None:
+    """Zero `layer`'s weights outside `mask` (its shape) and keep them zero through training."""
+    mask = mask.contiguous()
+    with torch.no_grad():
+        layer.weight.mul_(mask)
+    layer.weight.register_hook(lambda grad: grad * mask)
 
 
 def _l2_penalty(model: nn.Module) -> torch.Tensor:
