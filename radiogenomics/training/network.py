@@ -1,7 +1,10 @@
 """The deep feed-forward network (PyTorch) and its training loop.
 
-Architecture (the authors' design): dropout on the input, then 1-5 blocks of
-Linear -> BatchNorm -> activation -> Dropout, then the output layer. Two designs:
+Architecture (the authors' design): dropout on the input, then up to 5 blocks of
+Linear -> BatchNorm -> activation -> Dropout, then the output layer. Trained on an input stage's
+outputs (`inputs.py`; `staged`), a BatchNorm standardises them first and there may be no block at
+all (depth 0: a linear model), the stage being folded into the first layer at export (`fold.py`).
+Two designs:
   shared      one trunk, a histology head (softmax over the classes) and one logit per radiomic
               feature (each a binary class);
   per_target  one independent network per target, as the authors trained them.
