@@ -32,6 +32,7 @@ ARCHITECTURES = {
     "per_target_depth1": NetConfig(widths=(8,), screen_genes=5, components=3, design="per_target"),
     "depth0_target_screen": NetConfig(widths=(), screen_genes=6, components=3, l2=0.01, target_screen=True),
     "per_target_screened_depth1": NetConfig(widths=(4,), screen_genes=5, design="per_target", target_screen=True),
+    "grouped_depth1": NetConfig(widths=(3,), screen_genes=5, components=2, target_screen=True, activation="elu"),
 }
 
 
@@ -243,7 +244,7 @@ def test_each_output_sees_only_its_own_screened_genes(cohorts) -> None:
     for t in range(scores.shape[0]):
         assert set(np.flatnonzero(weight[t])) == set(np.argsort(-scores[t], kind="stable")[:4]), t
     with pytest.raises(ValueError, match="target_screen needs screen_genes > 0 and either depth 0"):
-        NetConfig(widths=(8,), screen_genes=4, target_screen=True)  # shared trunk: one first layer for all
+        NetConfig(widths=(8, 4), screen_genes=4, target_screen=True)  # two shared blocks: not per output
 
 
 def test_per_target_networks_see_only_their_own_genes(cohorts) -> None:
@@ -259,3 +260,27 @@ def test_per_target_networks_see_only_their_own_genes(cohorts) -> None:
     for j, member in enumerate(fitted.net.features):
         used = np.flatnonzero(np.abs(member.trunk.layers[1].weight.detach().numpy()).sum(axis=0))
         assert set(used) == set(np.argsort(-scores[n_classes + j], kind="stable")[:3]), j
+
+
+def test_grouped_network_is_one_network_per_output_in_one_matrix(cohorts) -> None:
+    """target_screen with one hidden block: each output has its own group of hidden units reading only
+    its genes; changing a gene outside a feature's screen leaves that feature's prediction unchanged."""
+    train, test = cohorts
+    config = NetConfig(widths=(3,), screen_genes=4, target_screen=True, l2=0.001)
+    fitted = refit(train, config, epochs=3, seed=0)
+    n_classes, n_features = len(fitted.spec.histology_classes), len(fitted.spec.features)
+    assert fitted.config.widths == (3 * (1 + n_features),)  # histology's classes share one group
+    z_train = fitted.scaler.transform(train.expression)
+    scores = screening_scores(z_train, fitted.spec.encode(train), n_classes)
+    z = fitted.scaler.transform(test.expression)
+    base = predict(fitted.net, z).features
+    for j in range(n_features):
+        own = set(np.argsort(-scores[n_classes + j], kind="stable")[:4])
+        other = next(g for g in range(z.shape[1]) if g not in own)
+        changed = z.copy()
+        changed[:, other] += 3.0
+        after = predict(fitted.net, changed).features
+        np.testing.assert_allclose(after[:, j], base[:, j], atol=1e-6)
+        moved = z.copy()
+        moved[:, sorted(own)[0]] += 3.0
+        assert np.abs(predict(fitted.net, moved).features[:, j] - base[:, j]).max() > 1e-4

@@ -22,12 +22,19 @@ from radiogenomics.training.network import NetConfig, PerTargetNet, SharedNet
 from radiogenomics.training.targets import TargetSpec
 
 
-def plain_config(config: NetConfig, n_logits: int) -> NetConfig:
-    """The exported architecture's configuration: no stage; depth 0 becomes one identity block of logits."""
-    update: dict = {"screen_genes": 0, "components": 0, "target_screen": False}
-    if not config.widths:
+def plain_config(config: NetConfig, n_logits: int, widths: tuple[int, ...] | None = None) -> NetConfig:
+    """The exported architecture's configuration: no stage, the trained network's real `widths`
+    (a grouped network's hidden layer is wider than `config.widths`); depth 0 becomes one identity
+    block of logits."""
+    widths = config.widths if widths is None else widths
+    update: dict = {"screen_genes": 0, "components": 0, "target_screen": False, "widths": widths}
+    if not widths:
         update.update(widths=(n_logits,), activation="identity", dropout=0.0)
     return config.model_copy(update=update)
+
+
+def _widths(net: SharedNet) -> tuple[int, ...]:
+    return tuple(m.out_features for m in net.trunk.layers if isinstance(m, nn.Linear))
 
 
 def _stage_affine(stage: InputStage, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,11 +49,12 @@ def _stage_affine(stage: InputStage, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, 
 def _fold_member(staged: SharedNet, stage: InputStage, config: NetConfig, n_genes: int) -> SharedNet:
     n_classes = staged.histology.out_features if staged.histology is not None else 0
     n_features = staged.features.out_features if staged.features is not None else 0
-    plain = SharedNet(n_genes, n_classes, n_features, plain_config(config, n_classes + n_features))
+    widths = _widths(staged)
+    plain = SharedNet(n_genes, n_classes, n_features, plain_config(config, n_classes + n_features, widths))
     old, new = list(staged.trunk.layers), list(plain.trunk.layers)
     weight, bias = _stage_affine(stage, old[1])
     with torch.no_grad():
-        if config.widths:
+        if widths:
             first: nn.Linear = old[2]
             new[1].weight.copy_(first.weight.double() @ weight)
             new[1].bias.copy_(first.weight.double() @ bias + first.bias.double())
@@ -82,7 +90,7 @@ def fold_input_stage(staged: nn.Module, stage: InputStage, spec: TargetSpec, con
     staged.eval()
     n_logits = (len(spec.histology_classes) if spec.has_histology else 0) + len(spec.features)
     if isinstance(staged, SharedNet):
-        return _fold_member(staged, stage, config, n_genes), plain_config(config, n_logits)
+        return _fold_member(staged, stage, config, n_genes), plain_config(config, n_logits, _widths(staged))
     if isinstance(staged, PerTargetNet):
         if not config.widths:
             raise ValueError("a per-target design of depth 0 has members of different widths and cannot be exported")

@@ -55,8 +55,10 @@ class NetConfig(BaseModel):
     #: explicit L2 penalty on every Linear weight, added to the loss (unlike AdamW's decoupled decay,
     #: its pull does not shrink with the learning rate)
     l2: float = Field(0.0, ge=0.0)
-    #: each output sees only its own screened genes (and the components): depth 0 (masked heads) or
-    #: the per-target design (each network's first layer masked); zeros stay zeros through folding
+    #: each output sees only its own screened genes (and the components): depth 0 (masked heads);
+    #: depth 1 (`widths[0]` hidden units per output, each group reading its output's inputs, each
+    #: head its group: per-output networks in one matrix); or the per-target design (each network's
+    #: first layer masked). Zeros stay zeros through training and folding
     target_screen: bool = False
 
     @property
@@ -67,9 +69,9 @@ class NetConfig(BaseModel):
     def _depth(self) -> NetConfig:
         if not self.widths and not self.staged:
             raise ValueError("widths may be empty (depth 0) only with an input stage (screen_genes or components > 0)")
-        if self.target_screen and ((self.widths and self.design != "per_target") or self.screen_genes == 0):
-            raise ValueError("target_screen needs screen_genes > 0 and either depth 0 (widths empty) or the "
-                             "per-target design (each target's network sees only its own genes)")
+        if self.target_screen and (self.screen_genes == 0 or (self.design == "shared" and len(self.widths) > 1)):
+            raise ValueError("target_screen needs screen_genes > 0 and either depth 0, one hidden block (a group of "
+                             "`widths[0]` units per output) or the per-target design")
         return self
 
 
@@ -185,12 +187,42 @@ def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
         _mask_weight(head, part)
 
 
-def _mask_weight(layer: nn.Linear, mask: torch.Tensor) -> None:
-    """Zero `layer`'s weights outside `mask` (its shape) and keep them zero through training."""
+def _mask_weight(layer: nn.Linear, mask: torch.Tensor, rescale: bool = False) -> None:
+    """Zero `layer`'s weights outside `mask` (its shape) and keep them zero through training;
+    `rescale`: initialise the kept weights for their true fan-in (PyTorch's default used all inputs)."""
     mask = mask.contiguous()
     with torch.no_grad():
         layer.weight.mul_(mask)
+        if rescale:
+            fan_in = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+            layer.weight.mul_(torch.sqrt(mask.shape[1] / fan_in))
     layer.weight.register_hook(lambda grad: grad * mask)
+
+
+def _groups(spec: TargetSpec) -> list[list[int]]:
+    """Output rows (logits) per group: all histology classes together, then each feature alone."""
+    n_classes = len(spec.histology_classes) if spec.has_histology else 0
+    return ([list(range(n_classes))] if n_classes else []) + [[n_classes + j] for j in range(len(spec.features))]
+
+
+def _mask_groups(model: SharedNet, mask: torch.Tensor, groups: list[list[int]], per_group: int) -> None:
+    """Per-output networks in one shared matrix: hidden group g reads only its outputs' inputs
+    (`mask` rows, OR-ed over histology's classes) and each head reads only its group's units."""
+    first = next(m for m in model.trunk.layers if isinstance(m, nn.Linear))
+    units = len(groups) * per_group
+    unit_group = torch.arange(units) // per_group
+    group_inputs = torch.stack([mask[rows].amax(dim=0) for rows in groups])  # (groups, inputs)
+    _mask_weight(first, group_inputs[unit_group], rescale=True)
+    group_of_logit = torch.empty(mask.shape[0], dtype=torch.long)
+    for g, rows in enumerate(groups):
+        group_of_logit[rows] = g
+    start = 0
+    for head in (model.histology, model.features):
+        if head is None:
+            continue
+        logits = group_of_logit[start: start + head.out_features]
+        start += head.out_features
+        _mask_weight(head, (logits[:, None] == unit_group[None, :]).float(), rescale=True)
 
 
 def _l2_penalty(model: nn.Module) -> torch.Tensor:
@@ -290,9 +322,16 @@ def train_network(
     (x_val, y_val) if given, else `epochs` epochs."""
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
-    model = build_network(x_train.shape[1], spec, config, staged)
-    if head_mask is not None:
-        _mask_heads(model, torch.from_numpy(np.asarray(head_mask, dtype=np.float32)))
+    grouped = head_mask is not None and config.design == "shared" and bool(config.widths)
+    groups = _groups(spec) if grouped else []
+    if grouped:  # one group of widths[0] hidden units per output group
+        model = build_network(x_train.shape[1], spec, config.model_copy(update={"widths": (config.widths[0] * len(groups),)}),
+                              staged)
+        _mask_groups(model, torch.from_numpy(np.asarray(head_mask, dtype=np.float32)), groups, config.widths[0])
+    else:
+        model = build_network(x_train.shape[1], spec, config, staged)
+        if head_mask is not None:
+            _mask_heads(model, torch.from_numpy(np.asarray(head_mask, dtype=np.float32)))
     optimizer = _optimizer(model, config)
     loss_fn = BalancedLoss.fit(spec, y_train)
     x_t = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
