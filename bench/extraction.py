@@ -103,7 +103,7 @@ def main() -> int:
     from radiogenomics.raycluster import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         direct, service = bench_service(args.repeats)
         one, two = bench_batch()

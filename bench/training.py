@@ -38,7 +38,7 @@ def main() -> int:
     from tune.train import TrainOptions, train
 
     keep_local_ray_on_loopback()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     rows = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -22,8 +22,11 @@ def keep_local_ray_on_loopback() -> None:
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None,
                 metrics_export_port: int | None = None) -> Iterator[None]:
-    """Use the running Ray if there is one; else join `address`, or start a local Ray on loopback.
+    """Use the running Ray if there is one; else join `address`, or start a new local Ray on loopback.
 
+    No address always means a new local Ray (Ray's `address="local"`): never a cluster that another
+    program started on this machine, nor a dead one whose address Ray left in
+    `/tmp/ray/ray_current_cluster` (which plain `ray.init()` would try to join, retrying for good).
     A Ray started here is shut down on exit; one that was already running is left alone.
     """
     import ray
@@ -34,7 +37,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     if address is None:
         keep_local_ray_on_loopback()
     extra = {"_metrics_export_port": metrics_export_port} if metrics_export_port and not address else {}
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+    ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
              logging_level="ERROR", log_to_driver=False, **extra)
     try:
         yield
