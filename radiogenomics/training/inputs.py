@@ -19,7 +19,6 @@ usual architecture, and gene masking's first-layer fast path stays exact.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
