@@ -25,7 +25,7 @@ def _run(env: dict[str, str]) -> list[str]:
 
 
 def test_a_stale_cluster_file_is_not_joined() -> None:
-    """A cluster that died without `ray stop` leaves `ray_current_cluster` naming its dead GCS;
+    """A cluster that died without a clean shutdown leaves `ray_current_cluster` naming its dead GCS;
     plain `ray.init()` retries it for good. Ours starts a new local Ray and finishes."""
     root = Path(tempfile.mkdtemp(prefix="rg", dir="/tmp"))  # short: Ray's socket paths live under it
     try:

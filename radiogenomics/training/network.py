@@ -168,7 +168,7 @@ def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
     if isinstance(model, PerTargetNet):  # each member network: its own target's rows
         start = 0
         for member in model.members():
-            width = sum(h.out_features for h in (member.histology, member.features) if h is not None)
+            width = sum(h.out_features for h, _ in _head_rows(member))
             part = mask[start: start + width]
             start += width
             if len(member.trunk.layers) > 2 and isinstance(member.trunk.layers[2], nn.Linear):
@@ -178,13 +178,18 @@ def _mask_heads(model: nn.Module, mask: torch.Tensor) -> None:
             else:
                 _mask_heads(member, part)
         return
-    start = 0
+    for head, rows in _head_rows(model):
+        _mask_weight(head, mask[rows])
+
+
+def _head_rows(model: SharedNet) -> list[tuple[nn.Linear, slice]]:
+    """Each head of a shared network and its rows among the network's logits (histology first)."""
+    out, start = [], 0
     for head in (model.histology, model.features):
-        if head is None:
-            continue
-        part = mask[start: start + head.out_features]
-        start += head.out_features
-        _mask_weight(head, part)
+        if head is not None:
+            out.append((head, slice(start, start + head.out_features)))
+            start += head.out_features
+    return out
 
 
 def _mask_weight(layer: nn.Linear, mask: torch.Tensor, rescale: bool = False) -> None:
@@ -216,13 +221,8 @@ def _mask_groups(model: SharedNet, mask: torch.Tensor, groups: list[list[int]], 
     group_of_logit = torch.empty(mask.shape[0], dtype=torch.long)
     for g, rows in enumerate(groups):
         group_of_logit[rows] = g
-    start = 0
-    for head in (model.histology, model.features):
-        if head is None:
-            continue
-        logits = group_of_logit[start: start + head.out_features]
-        start += head.out_features
-        _mask_weight(head, (logits[:, None] == unit_group[None, :]).float(), rescale=True)
+    for head, rows in _head_rows(model):
+        _mask_weight(head, (group_of_logit[rows][:, None] == unit_group[None, :]).float(), rescale=True)
 
 
 def _l2_penalty(model: nn.Module) -> torch.Tensor:

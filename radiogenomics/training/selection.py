@@ -29,8 +29,8 @@ class FoldResult:
     aucs: dict[str, float]  # per target, on the outer validation fold
     score: float  # summary_auc of the fold
     best_epoch: int
-    val_rows: np.ndarray | None = None  # the outer fold's rows and their predicted probabilities (n_val, T),
-    predictions: np.ndarray | None = None  # so ensembles of configurations can be scored on the same folds
+    val_rows: np.ndarray  # the outer fold's rows and their predicted probabilities (n_val, T),
+    predictions: np.ndarray  # so ensembles of configurations can be scored on the same folds
 
 
 def inner_split(cohort: Cohort, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
