@@ -1,19 +1,25 @@
-"""Benchmark: PredictionService through Ray Serve gRPC, against a plain grpcio server and the bare model.
+"""Benchmark: prediction through the app, against a plain grpcio server and the bare model, in one run.
 
 A paper-sized model (21,766 genes, 101 radiomic targets + histology) is fitted briefly on a
-synthetic cohort and exported to a temporary registry. Then, in one run, for 1, 8 and 32
-concurrent clients (asyncio gRPC clients in this process, one dense profile per `Predict` call):
+synthetic cohort and exported to a temporary registry. Then, one 21,766-gene profile per call
+(raw float32 bytes), asyncio gRPC clients in this process, at 1, 8 and 32 concurrent clients:
 
-  serve   the whole app as `radiogenomics serve` runs it: Ray Serve gRPC proxy -> Gateway
-          replica (prediction in place, dynamic batching, metrics)
-  plain   the same core code behind a plain `grpc.aio` server in its own process, one forward
-          pass per request (what a hand-rolled server does)
-  model   the model's own batched forward pass in this process (the compute limit; batch = the
-          client count, latency = one batch)
+  app          the whole app as `radiogenomics serve` runs it: Serve's HAProxy ingress -> gateway
+               replicas (one per CPU; prediction in place, dynamic batching, metrics, audit)
+  app-compact  the same, answers in the COMPACT form (packed float arrays)
+  app-v2       the same app through the KServe/Triton v2 `ModelInfer` (raw FP32 tensors)
+  app-proxy    the same app behind Serve's classic Python gRPC proxy (`--ingress proxy`)
+  plain        the same core code behind a plain `grpc.aio` server in its own process, one forward
+               pass per request, no batching, no replicas (what a hand-rolled server does)
+  plain-compact  that server answering in the COMPACT form
+  model        the model's own batched forward pass in this process (the compute limit; batch =
+               the client count)
 
-Also: one client sending PredictBatch requests of 32 profiles through Serve (client-side batching).
-Printed: profiles/s, p50 and p99 latency (ms), and the ratios serve/plain.
-Goals: serve p50 at 1 client < 20 ms; serve throughput at 32 clients >= 50 % of plain.
+and one `PredictStream` of 1,000 profiles (COMPACT, chunks of 100) through the app, against the
+model's batched forward pass over the same 1,000 profiles in chunks of 100.
+Printed: profiles/s, p50 and p99 latency (ms), each app path's ratio to the plain server (same
+answer form) and to the model. Goals (issue #14): app >= 1.0x plain at 32 clients; app p50 at
+1 client <= 2x plain's; the stream >= 25 % of the model's batched throughput.
 
     python bench/prediction.py [--seconds 6]
 """
@@ -34,6 +40,7 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parents[1]
 HALLMARK = PROJECT.parent / "shared" / "data" / "gene_sets" / "h.all.v7.0.symbols.gmt"
 LEVELS = (1, 8, 32)
+STREAM_PROFILES, STREAM_CHUNK = 1000, 100
 
 from services.run import free_loopback_port  # noqa: E402 - the project's loopback-port helper
 
@@ -52,7 +59,7 @@ def make_model(root: Path) -> tuple[Path, np.ndarray]:
     return folder, model.align(load_cohort(root / "cohort" / "test"))
 
 
-PLAIN_SERVER = r'''
+PLAIN_SERVER = r"""
 import asyncio, sys, time
 import grpc
 from radiogenomics.prediction import ModelShelf, Profile, assemble, MissingGenes
@@ -70,8 +77,9 @@ class Plain(prediction_pb2_grpc.PredictionServiceServicer):
         model = shelf.get(request.model.name, request.model.version)
         inputs = assemble(model, [profile_from_message(request.profile)], MissingGenes.REJECT, where="profile")
         preds = model.predict(inputs.x)
-        return prediction_pb2.PredictResponse(prediction=_predictions(model, preds, inputs, [request.profile.profile_id])[0],
-                                              model=_model_ref(model))
+        return prediction_pb2.PredictResponse(
+            prediction=_predictions(model, preds, inputs, [request.profile.profile_id], request.output)[0],
+            model=_model_ref(model))
 
 async def main():
     server = grpc.aio.server()
@@ -82,23 +90,28 @@ async def main():
     await server.wait_for_termination()
 
 asyncio.run(main())
-'''
+"""
+
+Result = tuple[float, float, float]  # profiles/s, p50 s, p99 s
 
 
-async def _load(target: str, metadata, requests: list, clients: int, seconds: float, per_request: int = 1) -> tuple[float, np.ndarray]:
-    """`clients` concurrent callers for `seconds`; returns profiles/s and latencies (s).
+def _summary(rate: float, latencies: np.ndarray) -> Result:
+    return rate, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
-    `per_request` > 1: the requests are PredictBatchRequest messages of that many profiles.
-    """
+
+async def _load(target: str, call_name: str, requests: list, clients: int, seconds: float, per_request: int = 1) -> Result:
+    """`clients` concurrent callers of one unary RPC for `seconds`; `per_request` profiles per call."""
     import grpc
 
+    from services.pb.inference import grpc_predict_v2_pb2_grpc as v2_grpc
     from services.pb.radiogenomics.v1 import prediction_pb2_grpc
 
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = prediction_pb2_grpc.PredictionServiceStub(channel)
-        call = stub.Predict if per_request == 1 else stub.PredictBatch
+        stub = v2_grpc.GRPCInferenceServiceStub(channel) if call_name == "ModelInfer" \
+            else prediction_pb2_grpc.PredictionServiceStub(channel)
+        call = getattr(stub, call_name)
         for r in requests[:3]:  # warm-up
-            await call(r, metadata=metadata)
+            await call(r)
         latencies: list[float] = []
         stop_at = time.perf_counter() + seconds
 
@@ -106,17 +119,36 @@ async def _load(target: str, metadata, requests: list, clients: int, seconds: fl
             i = k
             while time.perf_counter() < stop_at:
                 start = time.perf_counter()
-                await call(requests[i % len(requests)], metadata=metadata)
+                await call(requests[i % len(requests)])
                 latencies.append(time.perf_counter() - start)
                 i += clients
 
         began = time.perf_counter()
         await asyncio.gather(*(caller(k) for k in range(clients)))
         elapsed = time.perf_counter() - began
-    return per_request * len(latencies) / elapsed, np.asarray(latencies)
+    return _summary(per_request * len(latencies) / elapsed, np.asarray(latencies))
 
 
-def bench_model(folder: Path, x: np.ndarray, seconds: float) -> dict[int, tuple[float, float, float]]:
+async def _stream(target: str, chunks: list) -> float:
+    """Profiles/s of one PredictStream carrying `chunks` (best of three)."""
+    import grpc
+
+    from services.pb.radiogenomics.v1 import prediction_pb2_grpc
+
+    best = 0.0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(3):
+            began = time.perf_counter()
+            answered = 0
+            async for answer in stub.PredictStream(iter(chunks)):
+                answered += len(answer.predictions)
+            best = max(best, answered / (time.perf_counter() - began))
+    return best
+
+
+def bench_model(folder: Path, x: np.ndarray, seconds: float) -> tuple[dict[int, Result], float]:
+    """The bare model: one batch of n at each level; and 1,000 profiles in chunks of 100 (profiles/s)."""
     from radiogenomics.registry import load_model
     from radiogenomics.training.selection import set_threads
 
@@ -132,63 +164,106 @@ def bench_model(folder: Path, x: np.ndarray, seconds: float) -> dict[int, tuple[
             model.predict(batch)
             times.append(time.perf_counter() - start)
         t = np.asarray(times)
-        out[n] = (n / t.mean(), float(np.percentile(t, 50)), float(np.percentile(t, 99)))
-    return out
+        out[n] = _summary(n / t.mean(), t)
+    thousand = np.resize(x, (STREAM_PROFILES, x.shape[1]))
+    best = 0.0
+    for _ in range(3):
+        began = time.perf_counter()
+        for k in range(0, STREAM_PROFILES, STREAM_CHUNK):
+            model.predict(thousand[k:k + STREAM_CHUNK])
+        best = max(best, STREAM_PROFILES / (time.perf_counter() - began))
+    return out, best
+
+
+def _requests(x: np.ndarray, n_genes: int) -> dict[str, list]:
+    from services.pb.inference import grpc_predict_v2_pb2 as v2
+    from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
+
+    def profile(i: int, row: np.ndarray) -> common_pb2.ExpressionProfile:
+        return common_pb2.ExpressionProfile(profile_id=f"p{i}", raw_float32=row.astype("<f4").tobytes())
+
+    named = [prediction_pb2.PredictRequest(profile=profile(i, row)) for i, row in enumerate(x)]
+    compact = [prediction_pb2.PredictRequest(profile=profile(i, row), output=prediction_pb2.COMPACT) for i, row in enumerate(x)]
+    infer = [v2.ModelInferRequest(model_name="bench", id=f"p{i}", inputs=[v2.ModelInferRequest.InferInputTensor(
+        name="expression", datatype="FP32", shape=[1, n_genes])], raw_input_contents=[row.astype("<f4").tobytes()])
+        for i, row in enumerate(x)]
+    thousand = np.resize(x, (STREAM_PROFILES, x.shape[1]))
+    chunks = [prediction_pb2.PredictBatchRequest(profiles=[profile(k + j, row) for j, row in enumerate(thousand[k:k + STREAM_CHUNK])],
+                                                 output=prediction_pb2.COMPACT) for k in range(0, STREAM_PROFILES, STREAM_CHUNK)]
+    return {"named": named, "compact": compact, "infer": infer, "chunks": chunks}
+
+
+def _run_plain(folder: Path, requests: dict[str, list], seconds: float) -> dict[str, dict[int, Result]]:
+    port = free_loopback_port()
+    plain = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, str(folder.parent.parent), "bench", str(port)],
+                             stdout=subprocess.PIPE, text=True, cwd=PROJECT)
+    try:
+        assert plain.stdout.readline().strip() == "ready"
+        return {path: {n: asyncio.run(_load(f"127.0.0.1:{port}", "Predict", requests[form], n, seconds)) for n in LEVELS}
+                for path, form in (("plain", "named"), ("plain-compact", "compact"))}
+    finally:
+        plain.terminate()
+        plain.wait()
+
+
+def _run_app(config, ingress: str, requests: dict[str, list], seconds: float) -> tuple[dict[str, dict[int, Result]], float | None]:
+    from services.run import serving
+
+    port = free_loopback_port()
+    target = f"127.0.0.1:{port}"
+    results: dict[str, dict[int, Result]] = {}
+    with serving(config, port, ingress=ingress):  # the whole app on a new local Ray, as `radiogenomics serve` runs it
+        if ingress == "proxy":
+            results["app-proxy"] = {n: asyncio.run(_load(target, "Predict", requests["named"], n, seconds)) for n in LEVELS}
+            return results, None
+        for path, call, form in (("app", "Predict", "named"), ("app-compact", "Predict", "compact"),
+                                 ("app-v2", "ModelInfer", "infer")):
+            results[path] = {n: asyncio.run(_load(target, call, requests[form], n, seconds)) for n in LEVELS}
+        stream = asyncio.run(_stream(target, requests["chunks"]))
+    return results, stream
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="load duration per level and server (default 6)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="load duration per level and path (default 6)")
     args = parser.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from services.pb.radiogenomics.v1 import common_pb2, prediction_pb2
-    from services.app import APP_NAME, default_config
-    from services.run import serving
+    from services.app import default_config
+    from services.run import machine_cpus
 
     with tempfile.TemporaryDirectory(prefix="bench-prediction-") as tmp:
         print("fitting a paper-sized model (21,766 genes) ...", file=sys.stderr, flush=True)
         folder, x = make_model(Path(tmp))
-        requests = [prediction_pb2.PredictRequest(profile=common_pb2.ExpressionProfile(
-            profile_id=f"p{i}", dense=common_pb2.DenseVector(values=row))) for i, row in enumerate(x)]
-        results: dict[str, dict[int, tuple[float, float, float]]] = {"model": bench_model(folder, x, args.seconds)}
-
-        plain_port = free_loopback_port()
-        plain = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, str(folder.parent.parent), "bench", str(plain_port)],
-                                 stdout=subprocess.PIPE, text=True, cwd=PROJECT)
-        try:
-            assert plain.stdout.readline().strip() == "ready"
-            results["plain"] = {}
-            for n in LEVELS:
-                rate, lat = asyncio.run(_load(f"127.0.0.1:{plain_port}", (), requests, n, args.seconds))
-                results["plain"][n] = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-        finally:
-            plain.terminate()
-            plain.wait()
-
-        port = free_loopback_port()
+        requests = _requests(x, x.shape[1])
+        model, model_stream = bench_model(folder, x, args.seconds)
+        results: dict[str, dict[int, Result]] = {"model": model}
+        results.update(_run_plain(folder, requests, args.seconds))
         config = default_config(folder.parent.parent, "bench", None, Path(tmp) / "jobs")
-        with serving(config, port):  # the whole app on a local Ray, as `radiogenomics serve` runs it
-            results["serve"] = {}
-            for n in LEVELS:
-                rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), requests, n, args.seconds))
-                results["serve"][n] = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
-            batch = [prediction_pb2.PredictBatchRequest(profiles=[r.profile for r in requests[k:k + 32]]) for k in (0, 32)]
-            rate, lat = asyncio.run(_load(f"127.0.0.1:{port}", (("application", APP_NAME),), batch, 1, args.seconds, 32))
-            batched = (rate, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+        config.gateway_deployment.num_replicas = machine_cpus()
+        app, stream = _run_app(config, "haproxy", requests, args.seconds)
+        results.update(app)
+        results.update(_run_app(config, "proxy", requests, args.seconds)[0])
 
-    print(f"{'clients':>7} | {'path':<6} | {'profiles/s':>10} | {'p50 ms':>7} | {'p99 ms':>7}")
+    paths = ["app", "app-compact", "app-v2", "app-proxy", "plain", "plain-compact", "model"]
+    baseline = {"app": "plain", "app-compact": "plain-compact", "app-v2": "plain-compact", "app-proxy": "plain"}
+    print(f"{machine_cpus()} CPUs; gateway replicas: {machine_cpus()}")
+    print(f"{'clients':>7} | {'path':<13} | {'profiles/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | {'/plain':>6} | {'/model':>6}")
     for n in LEVELS:
-        for path in ("serve", "plain", "model"):
+        for path in paths:
             rate, p50, p99 = results[path][n]
-            print(f"{n:>7} | {path:<6} | {rate:>10.1f} | {p50 * 1e3:>7.2f} | {p99 * 1e3:>7.2f}")
-    print(f"serve, 1 client sending PredictBatch of 32: {batched[0]:.1f} profiles/s, p50 {batched[1] * 1e3:.1f} ms per batch")
-    for n in LEVELS:
-        ratio = results["serve"][n][0] / results["plain"][n][0]
-        print(f"{n:>2} clients: serve/plain throughput {ratio:.2f}x, serve/model {results['serve'][n][0] / results['model'][n][0]:.2f}x")
-    p50_1 = results["serve"][1][1] * 1e3
-    ratio_32 = results["serve"][32][0] / results["plain"][32][0]
-    print(f"goal p50 at 1 client < 20 ms: {p50_1:.1f} ms {'MET' if p50_1 < 20 else 'MISSED'}")
-    print(f"goal serve >= 50% of plain at 32 clients: {ratio_32:.0%} {'MET' if ratio_32 >= 0.5 else 'MISSED'}")
+            vs_plain = f"{rate / results[baseline[path]][n][0]:.2f}x" if path in baseline else ""
+            vs_model = f"{rate / results['model'][n][0]:.2f}x" if path != "model" else ""
+            print(f"{n:>7} | {path:<13} | {rate:>10.1f} | {p50 * 1e3:>7.2f} | {p99 * 1e3:>7.2f} | {vs_plain:>6} | {vs_model:>6}")
+    print(f"PredictStream of {STREAM_PROFILES} profiles (COMPACT, chunks of {STREAM_CHUNK}): {stream:.0f} profiles/s; "
+          f"model over the same chunks {model_stream:.0f} profiles/s = {stream / model_stream:.0%}")
+    ratio_32 = results["app"][32][0] / results["plain"][32][0]
+    p50_ratio = results["app"][1][1] / results["plain"][1][1]
+    goals = [(f"app >= 1.0x plain at 32 clients: {ratio_32:.2f}x (COMPACT vs COMPACT: "
+              f"{results['app-compact'][32][0] / results['plain-compact'][32][0]:.2f}x)", ratio_32 >= 1.0),
+             (f"app p50 at 1 client <= 2x plain's: {results['app'][1][1] * 1e3:.2f} ms = {p50_ratio:.2f}x", p50_ratio <= 2.0),
+             (f"stream >= 25% of the model's batched throughput: {stream / model_stream:.0%}", stream / model_stream >= 0.25)]
+    for text, met in goals:
+        print(f"goal {text} {'MET' if met else 'MISSED'}")
     return 0
 
 

@@ -150,6 +150,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     run = importlib.import_module("services.run")  # services sit above the core; imported only here
     return run.serve_forever(run.ServeOptions(
         model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port, address=args.address,
+        host=args.host, ingress=args.ingress, gateway_replicas=args.gateway_replicas,
         max_batch_profiles=args.max_batch_profiles, jobs_dir=args.jobs_dir, data_root=args.data_root,
         gene_sets=dict(args.gene_sets or []), auth_tokens=args.auth_tokens, audit_dir=args.audit_dir,
         request_timeout_s=args.request_timeout, max_message_bytes=args.max_message_bytes,
@@ -315,7 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "MaskingService and grpc.health.v1 on one gRPC port. Prints a JSON line when ready; "
                                      "Ctrl-C or SIGTERM stops.")
     p.add_argument("model", type=Path, help="<registry>/<name>/<version> (that version) or <registry>/<name> (every version)")
-    p.add_argument("--grpc-port", type=int, default=9000, help="gRPC port of Serve's proxy (default 9000)")
+    p.add_argument("--grpc-port", type=int, default=9000, help="gRPC port clients call (default 9000)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the HAProxy ingress listens on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--ingress", choices=("haproxy", "proxy"), default=None,
+                   help="haproxy: Serve's HAProxy ingress, straight to the gateway replicas (default); proxy: Serve's "
+                        "classic Python gRPC proxy, which listens on every interface (default: $RADIOGENOMICS_INGRESS, "
+                        "else haproxy; local Ray only)")
+    p.add_argument("--gateway-replicas", type=_positive_int,
+                   help="gateway (prediction) replicas, balanced by HAProxy (default: one per CPU)")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of a local Ray (default 8080)")
     p.add_argument("--max-batch-profiles", type=_positive_int, default=1024, help="profiles per request (default 1024)")
     p.add_argument("--jobs-dir", type=Path, default=Path("radiogenomics-jobs"),

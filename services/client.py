@@ -122,7 +122,9 @@ class RadiogenomicsClient:
         genes = list(info.genes)
         missing = [g for g in genes if g not in expression.columns]
         policy = prediction_pb2.IMPUTE_TRAINING_MEAN if impute_missing else prediction_pb2.REJECT
-        rows = []
+        ids: list[str] = []
+        histology: list = []
+        features: list = []
         for start in range(0, len(expression), batch):
             part = expression.iloc[start:start + batch]
             if missing:  # send by gene name and let the server impute or refuse
@@ -133,13 +135,17 @@ class RadiogenomicsClient:
                 profiles = [common_pb2.ExpressionProfile(profile_id=str(pid), raw_float32=values[i].astype("<f4").tobytes())
                             for i, pid in enumerate(part.index)]
             answer = self.prediction.PredictBatch(prediction_pb2.PredictBatchRequest(
-                model=common_pb2.ModelRef(name=model, version=version), profiles=profiles, missing_genes=policy),
-                metadata=self.metadata, timeout=self.timeout_s)
-            for p in answer.predictions:
-                row = {"profile_id": p.profile_id, **{f"histology:{k}": v for k, v in p.histology.probabilities.items()}}
-                row.update({f.name: f.probability_high for f in p.features})
-                rows.append(row)
-        return pd.DataFrame(rows).set_index("profile_id")
+                model=common_pb2.ModelRef(name=model, version=version), profiles=profiles, missing_genes=policy,
+                output=prediction_pb2.COMPACT), metadata=self.metadata, timeout=self.timeout_s)
+            for p in answer.predictions:  # packed arrays in ModelInfo's order
+                ids.append(p.profile_id)
+                histology.append(p.histology_probabilities)
+                features.append(p.feature_probabilities)
+        classes, names = list(info.histology_classes), list(info.features)
+        table = np.hstack([np.asarray(histology, dtype=np.float32).reshape(len(ids), len(classes)),
+                           np.asarray(features, dtype=np.float32).reshape(len(ids), len(names))])
+        return pd.DataFrame(table, index=pd.Index(ids, name="profile_id"),
+                            columns=[f"histology:{c}" for c in classes] + names)
 
     # -- masking ---------------------------------------------------------------------------------
 

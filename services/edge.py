@@ -26,9 +26,12 @@ from google.protobuf.message_factory import GetMessageClass
 
 from services import metrics
 from services.errors import StreamEnded
+from services.ingress import exclusive_replica_ports
 from services.security import UNAUTHENTICATED_MESSAGE, caller
 
 OPEN_SERVICES = ("grpc.health.v1.Health",)
+
+exclusive_replica_ports()  # every deployment of ours is built with `edge`: before Serve starts its server
 
 
 def status_name(context: object) -> str:

@@ -53,7 +53,7 @@ class PredictionConfig(BaseModel):
     versions: list[str] | None = Field(None, description="versions served; None = every version in the registry")
     max_batch_profiles: int = Field(1024, ge=1, description="profiles per PredictBatch request or stream chunk")
     max_batch_size: int = Field(32, ge=1, description="requests pooled into one forward pass (@serve.batch)")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits to fill (0: take what queued while the last pass ran)")
     torch_threads: int = Field(1, ge=1, description="torch threads per replica")
 
 
@@ -62,7 +62,7 @@ class DeploymentOptions(BaseModel):
 
     num_replicas: int | None = Field(1, ge=1)
     autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config; replaces num_replicas")
-    num_cpus: float = Field(0.5, ge=0)
+    num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica (mostly waiting on I/O and the batch)")
     max_ongoing_requests: int = Field(128, ge=1, description="must be >= max_batch_size for batches to fill")
     access_log: bool = Field(False, description="Serve's per-request access log (costs ~1 ms a request; the audit log is separate)")
 
@@ -89,28 +89,46 @@ def profile_from_message(message: common_pb2.ExpressionProfile) -> Profile:
     return Profile(message.profile_id)
 
 
+def _form(output: int) -> int:
+    """The requested OutputForm, checked (an unknown enum value is a client bug, not NAMED)."""
+    if output not in (prediction_pb2.NAMED, prediction_pb2.COMPACT):
+        raise InputError(f"output {output} is not an OutputForm; send NAMED (0) or COMPACT (1)")
+    return output
+
+
 def _model_ref(model: LoadedModel) -> common_pb2.ModelRef:
     return common_pb2.ModelRef(name=model.name, version=model.version)
 
 
-def _predictions(model: LoadedModel, preds: Predictions, inputs: ModelInput, ids: list[str]) -> list[prediction_pb2.ProfilePrediction]:
+def _predictions(model: LoadedModel, preds: Predictions, inputs: ModelInput, ids: list[str],
+                 form: int = prediction_pb2.NAMED) -> list[prediction_pb2.ProfilePrediction]:
+    """One ProfilePrediction per profile, named or compact (`prediction_pb2.OutputForm`)."""
+    message = prediction_pb2.ProfilePrediction
+    imputed, unknown = inputs.imputed.tolist(), inputs.unknown.tolist()
+    features = preds.features.tolist()
+    if form == prediction_pb2.COMPACT:
+        histology = preds.histology.tolist() if preds.histology is not None else [[]] * len(ids)
+        return [message(profile_id=profile_id, histology_probabilities=histology[i], feature_probabilities=features[i],
+                        imputed_genes=imputed[i], unknown_genes=unknown[i]) for i, profile_id in enumerate(ids)]
     spec = model.spec
     classes = predicted_classes(model, preds)
+    feature = prediction_pb2.FeaturePrediction
     out = []
     for i, profile_id in enumerate(ids):
         histology = None
         if preds.histology is not None:
             histology = prediction_pb2.HistologyPrediction(
-                probabilities={c: float(p) for c, p in zip(spec.histology_classes, preds.histology[i])},
-                predicted_class=classes[i],
-            )
-        features = [prediction_pb2.FeaturePrediction(name=name, probability_high=float(p), predicted_high=bool(p >= 0.5), cut_point=cut)
-                    for name, p, cut in zip(spec.features, preds.features[i], spec.cut_points)]
-        out.append(prediction_pb2.ProfilePrediction(
-            profile_id=profile_id, histology=histology, features=features,
-            imputed_genes=int(inputs.imputed[i]), unknown_genes=int(inputs.unknown[i]),
+                probabilities=dict(zip(spec.histology_classes, preds.histology[i].tolist())), predicted_class=classes[i])
+        out.append(message(
+            profile_id=profile_id, histology=histology,
+            features=[feature(name=name, probability_high=p, predicted_high=p >= 0.5, cut_point=cut)
+                      for name, p, cut in zip(spec.features, features[i], spec.cut_points)],
+            imputed_genes=imputed[i], unknown_genes=unknown[i],
         ))
     return out
+
+
+STREAM_AHEAD = 2  # PredictStream chunks decoded and predicted ahead of the one being answered
 
 
 class PredictionService:
@@ -169,12 +187,13 @@ class PredictionService:
     async def _predict_many(self, request: prediction_pb2.PredictBatchRequest, request_id: str, where: str) -> prediction_pb2.PredictBatchResponse:
         started = time.perf_counter()
         model = self._model(request.model)
+        form = _form(request.output)
         profiles = [profile_from_message(p) for p in request.profiles]
         inputs = assemble(model, profiles, _POLICIES.get(request.missing_genes, MissingGenes.REJECT),
                           max_profiles=self.config.max_batch_profiles, where=where)
         preds = await self._batched((model, inputs.x))
         return prediction_pb2.PredictBatchResponse(
-            predictions=_predictions(model, preds, inputs, [p.profile_id for p in profiles]),
+            predictions=_predictions(model, preds, inputs, [p.profile_id for p in profiles], form),
             model=_model_ref(model), request_id=request_id, timing=common_pb2.Timing(seconds=time.perf_counter() - started),
         )
 
@@ -184,7 +203,8 @@ class PredictionService:
         async def work(request_id: str) -> prediction_pb2.PredictResponse:
             if not request.HasField("profile"):
                 raise InputError("profile is required; set profile.dense, profile.raw_float32 or profile.by_gene")
-            batch = prediction_pb2.PredictBatchRequest(model=request.model, profiles=[request.profile], missing_genes=request.missing_genes)
+            batch = prediction_pb2.PredictBatchRequest(model=request.model, profiles=[request.profile],
+                                                       missing_genes=request.missing_genes, output=request.output)
             result = await self._predict_many(batch, request_id, "profile")
             return prediction_pb2.PredictResponse(prediction=result.predictions[0], model=result.model,
                                                   request_id=request_id, timing=result.timing)
@@ -196,14 +216,40 @@ class PredictionService:
                             prediction_pb2.PredictBatchResponse())
 
     async def PredictStream(self, request_stream: gRPCInputStream, grpc_context=None):
+        """Answers in chunk order, while the next chunks are read and decoded (up to `STREAM_AHEAD` ahead).
+
+        A reader task turns each arriving chunk into a prediction task, so receiving and decoding
+        chunk k+1 overlaps chunk k's forward pass; a client that waits for each answer before
+        sending the next chunk is answered as promptly as before.
+        """
         request_id = new_request_id()
-        chunk = 0
+        ahead: asyncio.Queue = asyncio.Queue(maxsize=STREAM_AHEAD)
+
+        async def read() -> None:
+            chunk = 0
+            try:
+                async for request in request_stream:
+                    work = self._predict_many(request, f"{request_id}-{chunk}", f"chunk {chunk}: profiles")
+                    await ahead.put(asyncio.ensure_future(work))
+                    chunk += 1
+                await ahead.put(None)
+            except Exception as exc:  # noqa: BLE001 - handed to the answering side, in order
+                await ahead.put(exc)
+
+        reader = asyncio.ensure_future(read())
         try:
-            async for request in request_stream:
-                yield await self._predict_many(request, f"{request_id}-{chunk}", f"chunk {chunk}: profiles")
-                chunk += 1
+            while (item := await ahead.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield await item
         except Exception as exc:  # noqa: BLE001 - a bad chunk ends the stream with its status, the replica survives
             await end_stream(grpc_context, "PredictStream", exc)
+        finally:
+            reader.cancel()
+            while not ahead.empty():
+                item = ahead.get_nowait()
+                if isinstance(item, asyncio.Future) and not item.cancel() and not item.cancelled():
+                    item.exception()  # finished already: its error, if any, is not worth a warning
 
     async def GetModelInfo(self, request: prediction_pb2.GetModelInfoRequest, grpc_context=None) -> prediction_pb2.ModelInfo:
         async def work(request_id: str) -> prediction_pb2.ModelInfo:

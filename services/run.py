@@ -1,14 +1,18 @@
 """`radiogenomics serve`: start the radiogenomics app on Ray Serve and keep it up until stopped.
 
-Joins a Ray cluster by address or starts a local Ray on 127.0.0.1. Ray Serve's gRPC proxy
-listens on all interfaces of the machine on `grpc_port` (Serve offers no bind address); put it
-behind a firewall or the TLS proxy of the deployment files. Prints one JSON line on stdout
-when everything is ready; SIGINT or SIGTERM shut Serve (and a local Ray) down cleanly.
+Joins a Ray cluster by address or starts a local Ray on 127.0.0.1. gRPC enters through Serve's
+HAProxy ingress by default (`services.ingress`): HAProxy listens on `host:grpc_port` (127.0.0.1
+unless `--host`) and forwards each call to a gateway replica. `--ingress proxy` switches back
+to Serve's classic Python gRPC proxy, which listens on all interfaces (Serve offers it no bind
+address); either way, put the port behind the TLS proxy of the deployment files for a network.
+Prints one JSON line on stdout when everything is ready; SIGINT or SIGTERM shut Serve (and a
+local Ray, and its HAProxy) down within seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -24,6 +28,7 @@ from pathlib import Path
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
+from services.ingress import chosen_ingress, haproxy_folder, ingress_environment, reap_haproxy
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
@@ -34,6 +39,9 @@ MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 class ServeOptions:
     model: Path
     grpc_port: int = 9000
+    host: str = "127.0.0.1"               # where the HAProxy ingress listens
+    ingress: str | None = None            # None: $RADIOGENOMICS_INGRESS, else "haproxy"
+    gateway_replicas: int | None = None   # None: one per CPU of the machine
     metrics_port: int | None = 8080
     address: str | None = None
     max_batch_profiles: int = 1024
@@ -48,6 +56,11 @@ class ServeOptions:
     max_voxels: int | None = None
     max_sets_per_job: int | None = None
     max_active_jobs: int | None = None
+
+
+def machine_cpus() -> int:
+    """CPUs this process may use (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def locate_model(model: Path) -> tuple[Path, str, list[str] | None]:
@@ -97,6 +110,16 @@ def app_config(options: ServeOptions):
                             Path(options.data_root).resolve() if options.data_root else None,
                             {k: Path(v).resolve() for k, v in options.gene_sets.items()})
     config.prediction.max_batch_profiles = options.max_batch_profiles
+    try:
+        chosen_ingress(options.ingress)
+        ipaddress.ip_address(options.host)
+    except ValueError as exc:
+        what = "--host " + repr(options.host) + " is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)" \
+            if "ingress" not in str(exc) else str(exc)
+        raise InputError(what) from None
+    if options.gateway_replicas is not None and options.gateway_replicas < 1:
+        raise InputError(f"--gateway-replicas {options.gateway_replicas} must be at least 1")
+    config.gateway_deployment.num_replicas = options.gateway_replicas or machine_cpus()
     tokens = options.auth_tokens or os.environ.get(TOKENS_ENV) or None
     if tokens:
         load_tokens(Path(tokens))  # a bad file fails here, in one line, not in a replica
@@ -112,22 +135,66 @@ def app_config(options: ServeOptions):
 
 
 @contextmanager
-def serving(config, grpc_port: int, metrics_port: int | None = None, address: str | None = None) -> Iterator[None]:
-    """Serve the app for `config` (a `services.app.AppConfig`) in the current or a new local Ray, until exit."""
-    from ray import serve
-    from ray.serve.config import gRPCOptions
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (a local Ray started inside inherits them), then restored."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
-    from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
-    with ray_session(address, metrics_export_port=metrics_port):
-        serve.start(http_options={"host": "127.0.0.1", "port": free_loopback_port()},
-                    grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
-        try:
-            serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
-            _wait_until_serving(grpc_port)
+@contextmanager
+def local_ingress(ingress: str | None, address: str | None) -> Iterator[None]:
+    """The chosen ingress's environment around a new local Ray; HAProxy reaped by pid at exit.
+
+    With `address` (a cluster) or a Ray already running in this process, the ingress is the one
+    that Ray was started with, and nothing is set here.
+    """
+    import ray
+
+    if address is not None or ray.is_initialized():
+        yield
+        return
+    kind = chosen_ingress(ingress)
+    folder = haproxy_folder() if kind == "haproxy" else None
+    try:
+        with _environment(ingress_environment(kind, folder)):
             yield
-        finally:
-            serve.shutdown()
+    finally:
+        if folder is not None:
+            reap_haproxy(folder)
+
+
+@contextmanager
+def serving(config, grpc_port: int, metrics_port: int | None = None, address: str | None = None,
+            host: str = "127.0.0.1", ingress: str | None = None) -> Iterator[None]:
+    """Serve the app for `config` (a `services.app.AppConfig`) in the current or a new local Ray, until exit."""
+    with local_ingress(ingress, address):
+        from ray import serve
+        from ray.serve.config import gRPCOptions
+
+        from services.app import APP_NAME, SERVICERS, radiogenomics_app
+
+        with ray_session(address, metrics_export_port=metrics_port):
+            serve.start(http_options={"host": host, "port": free_loopback_port()},
+                        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
+            try:
+                serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+                _wait_until_serving(_client_host(host), grpc_port)
+                yield
+            finally:
+                serve.shutdown()
+
+
+def _client_host(host: str) -> str:
+    """Where this machine reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 @contextmanager
@@ -141,21 +208,24 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
         _check_port(options.metrics_port, "metrics")
     if options.address is None:  # read by Serve's gRPC proxy when the local Ray starts it
         os.environ[MAX_MESSAGE_ENV] = str(options.max_message_bytes)
-    with serving(config, options.grpc_port, options.metrics_port, options.address):
-        yield {"ready": True, "grpc_port": options.grpc_port, "metrics_port": options.metrics_port,
+    with serving(config, options.grpc_port, options.metrics_port, options.address, options.host, options.ingress):
+        yield {"ready": True, "grpc_port": options.grpc_port, "host": options.host,
+               "ingress": chosen_ingress(options.ingress) if options.address is None else "cluster",
+               "gateway_replicas": config.gateway_deployment.num_replicas, "metrics_port": options.metrics_port,
                "model": config.prediction.model,
                "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
                "application": APP_NAME, "jobs_dir": str(config.masking.data_dir),
                "auth": config.security.auth_tokens_file is not None}
 
 
-def _wait_until_serving(port: int) -> None:
+def _wait_until_serving(host: str, port: int) -> None:
     """Block until grpc.health.v1 says every service is SERVING (the gateway probes the others)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + APP_READY_TIMEOUT_S
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # health is open: no token needed
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:  # health is open: no token needed
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -237,18 +237,32 @@ def _audit_lines(folder: Path) -> list[dict]:
     return [json.loads(line) for path in sorted(folder.glob("audit-*.jsonl")) for line in path.read_text().splitlines()]
 
 
+def _new_lines(before: list[dict], after: list[dict]) -> list[dict]:
+    """The lines of `after` that `before` did not have (a multiset difference; files interleave)."""
+    old = [json.dumps(line, sort_keys=True) for line in before]
+    new = []
+    for line in after:
+        key = json.dumps(line, sort_keys=True)
+        if key in old:
+            old.remove(key)
+        else:
+            new.append(line)
+    return new
+
+
 def test_audit_log_has_one_line_per_request_without_patient_data(app: dict, small_cohort: Path) -> None:
     client = app["client"]
-    before = len(_audit_lines(app["audit"]))
+    before = _audit_lines(app["audit"])
     test = load_cohort(small_cohort / "test")
     frame = pd.DataFrame(test.expression[:5], index=list(test.sample_ids[:5]), columns=list(test.genes))
     client.predict(frame)                                         # GetModelInfo + 1 PredictBatch
     with pytest.raises(grpc.RpcError):                            # 1 refused call
         client.masking.ListJobs(masking_pb2.ListJobsRequest(), timeout=30)
     client.extract_upload(PYRAD / "brain1_image.nrrd", PYRAD / "brain1_label.nrrd")  # 1 client stream
-    lines = _audit_lines(app["audit"])[before:]
-    assert [line["method"].rsplit("/", 1)[1] for line in lines] == ["GetModelInfo", "PredictBatch", "ListJobs", "ExtractUpload"]
-    info, batch, refused, upload = lines
+    lines = _new_lines(before, _audit_lines(app["audit"]))  # one file per gateway replica: matched by method
+    by_method = {line["method"].rsplit("/", 1)[1]: line for line in lines}
+    assert sorted(line["method"].rsplit("/", 1)[1] for line in lines) == ["ExtractUpload", "GetModelInfo", "ListJobs", "PredictBatch"]
+    batch, refused, upload = by_method["PredictBatch"], by_method["ListJobs"], by_method["ExtractUpload"]
     assert {"time", "token", "method", "model_version", "status", "duration_ms", "request_bytes", "response_bytes",
             "input_sha256"} == set(batch)
     assert batch["token"] == "pacs-gateway" and batch["status"] == "OK" and batch["model_version"] == "2"
@@ -360,3 +374,102 @@ def test_messages_over_the_configured_size_are_refused_with_the_limit(app: dict)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert str(MAX_MESSAGE) in err.value.details()  # grpc's own message names the limit
     assert client.serving("")
+
+
+def _process_tree(root: int) -> dict[int, bytes]:
+    """Every live descendant of `root`: pid -> command line (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                try:
+                    tree[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                frontier.append(pid)
+    return tree
+
+
+def _listeners() -> dict[int, set[int]]:
+    """TCP port -> pids of the processes listening on it (from /proc/net and each process's fds)."""
+    inodes: dict[str, int] = {}
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    ports: dict[int, set[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                ports.setdefault(inodes[link[8:-1]], set()).add(int(entry.name))
+    return ports
+
+
+def _alive(pid: int, cmdline: bytes) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes() == cmdline and cmdline != b""
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_registry: Path, small_cohort: Path,
+                                                        tmp_path: Path) -> None:
+    """SIGTERM stops `serve` in seconds: every process it started (Ray's, HAProxy's) gone, the port free."""
+    import socket
+    import time
+
+    port = free_port()
+    cli = str(Path(sys.executable).parent / "radiogenomics")
+    proc = subprocess.Popen([cli, "serve", str(small_registry / SMALL_MODEL), "--grpc-port", str(port),
+                             "--metrics-port", str(free_port()), "--jobs-dir", str(tmp_path / "jobs"),
+                             "--ingress", ingress],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-3000:] if proc.poll() is not None else "no ready line"
+        ready = json.loads(line)
+        assert ready["ingress"] == ingress and ready["host"] == "127.0.0.1"
+        assert ready["gateway_replicas"] == len(os.sched_getaffinity(0))
+        test = load_cohort(small_cohort / "test")
+        with RadiogenomicsClient(f"127.0.0.1:{port}") as client:
+            served = client.predict(pd.DataFrame(test.expression[:4], index=list(test.sample_ids[:4]), columns=list(test.genes)))
+        assert list(served.index) == list(test.sample_ids[:4])
+        tree = _process_tree(proc.pid)
+        haproxies = [pid for pid, cmd in tree.items() if cmd.split(b"\0")[0].endswith(b"haproxy")]
+        assert len(haproxies) == (1 if ingress == "haproxy" else 0), tree
+        # No port of this app is shared with a process outside it (the module's other app runs now,
+        # with access control on: a shared replica port would hand our calls to it).
+        shared = {port: pids for port, pids in _listeners().items() if pids & set(tree) and pids - set(tree)}
+        assert not shared, shared
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == 0, err[-3000:]
+    assert took < 20, f"serve took {took:.1f} s to stop"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid, cmd) for pid, cmd in tree.items()):
+        time.sleep(0.2)
+    left = {pid: cmd.replace(b"\0", b" ")[:120] for pid, cmd in tree.items() if _alive(pid, cmd)}
+    assert not left, f"left behind after serve stopped: {left}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # the gRPC port is free again

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.app import APP_NAME, GATEWAY, IMPORT_PATH, MASKING, RADIOMICS, SERVICERS, AppConfig, build_app
 from services.run import ServeOptions
+from services.ingress import H2_TUNING
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = REPO / "deploy" / "serve_config.yaml"
@@ -99,6 +100,9 @@ def test_serve_config_deploys_and_serves(serve_config: dict, serve_grpc: int, sm
         serve.delete(APP_NAME)
 
 
+HAPROXY_FLAG, DRAIN_ENV, COMPOSE_DRAIN_S = "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5"
+
+
 def test_docker_compose_runs_head_workers_app_prometheus_grafana(compose: dict, serve_config: dict) -> None:
     services = compose["services"]
     assert {"ray-head", "ray-worker", "serve", "prometheus", "grafana"} <= set(services)
@@ -119,6 +123,11 @@ def test_docker_compose_runs_head_workers_app_prometheus_grafana(compose: dict, 
     for name in ("ray-head", "ray-worker", "serve"):
         assert f"./secrets/auth-tokens:{tokens}:ro" in services[name]["volumes"], name
     assert "deploy/serve_config.yaml" in services["serve"]["command"]
+    # HAProxy ingress on every node (the environment is read when `ray start` starts Serve's actors).
+    for name in ("ray-head", "ray-worker", "serve"):
+        assert services[name]["environment"][HAPROXY_FLAG] == "1"
+        assert services[name]["environment"][DRAIN_ENV] == COMPOSE_DRAIN_S
+        assert {k: services[name]["environment"][k] for k in H2_TUNING} == H2_TUNING
     for name in ("ray-head", "ray-worker", "serve"):
         assert services[name]["build"] == "." and services[name]["image"] == "radiogenomics:latest"
     # Prometheus reads deploy/prometheus.yml and Ray's discovery file from the head's temp dir.
@@ -182,6 +191,11 @@ def test_kuberay_rayservice_matches_the_serve_config(kuberay: list[dict], serve_
         f"server ray-head:{GRPC_PORT};", f"server {grpc_service['metadata']['name']}:{GRPC_PORT};").strip()
     tls_service = next(d for d in kuberay if d["kind"] == "Service" and d["metadata"]["name"] == "radiogenomics-tls")
     assert tls_service["spec"]["ports"][0]["targetPort"] == 8443 and "listen 8443 ssl" in shipped
+    # Every Ray node runs the HAProxy ingress with a short drain, as docker-compose.yml does.
+    for container in (head_container, worker):
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env[HAPROXY_FLAG] == "1" and env[DRAIN_ENV] == COMPOSE_DRAIN_S, container["name"]
+        assert {k: env[k] for k in H2_TUNING} == H2_TUNING  # the buffers `radiogenomics serve` uses
     monitor = next(d for d in kuberay if d["kind"] == "PodMonitor")
     prometheus = _yaml(REPO / "deploy" / "prometheus.yml")["scrape_configs"][0]["metric_relabel_configs"]
     assert [r.get("regex") for r in monitor["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]] == \

@@ -182,6 +182,57 @@ def test_stream_answers_every_chunk_then_stops_at_a_bad_one(stub, registry: Path
     assert "chunk 1: profiles" in info.value.details()
 
 
+def test_stream_answers_a_client_that_waits_for_each_answer(stub, registry: Path, test_x: np.ndarray) -> None:
+    """Chunks are read ahead of the answers, but a client that sends the next chunk only after the last
+    answer (ping-pong) still gets every answer, in order."""
+    import queue
+
+    model = load_model(registry / NAME / "1")
+    answered: queue.Queue = queue.Queue()
+
+    def chunks():
+        for i in range(3):
+            yield prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[4 * i:4 * i + 4], [f"c{i}-{j}" for j in range(4)]))
+            answered.get(timeout=30)  # the answer to this chunk came back
+
+    answers = []
+    for answer in stub.PredictStream(chunks(), metadata=META, timeout=60):
+        answers.append(answer)
+        answered.put(True)
+    assert [p.profile_id for a in answers for p in a.predictions] == [f"c{i}-{j}" for i in range(3) for j in range(4)]
+    np.testing.assert_allclose(np.concatenate([_probs(a)[1] for a in answers]), model.predict(test_x[:12]).features, atol=1e-6)
+
+
+def test_compact_output_is_the_named_output_as_packed_arrays(stub, registry: Path, test_x: np.ndarray) -> None:
+    """COMPACT gives the same float32 probabilities as NAMED, in GetModelInfo's order, on every prediction RPC."""
+    model = load_model(registry / NAME / "1")
+    info = stub.GetModelInfo(prediction_pb2.GetModelInfoRequest(model=common_pb2.ModelRef(name=NAME)), metadata=META)
+    expected = model.predict(test_x[:12])
+    named = stub.PredictBatch(prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:12])), metadata=META)
+    compact = stub.PredictBatch(prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:12]), output=prediction_pb2.COMPACT),
+                                metadata=META)
+    assert [p.profile_id for p in compact.predictions] == [f"p{i}" for i in range(12)]
+    for n, c in zip(named.predictions, compact.predictions):
+        assert not c.features and not c.HasField("histology") and not n.feature_probabilities
+        assert list(c.histology_probabilities) == [n.histology.probabilities[k] for k in info.histology_classes]  # exact
+        assert list(c.feature_probabilities) == [f.probability_high for f in n.features]
+        assert list(info.features) == [f.name for f in n.features]
+    hist = np.array([p.histology_probabilities for p in compact.predictions])
+    np.testing.assert_allclose(hist, expected.histology, atol=1e-6)
+    np.testing.assert_allclose(np.array([p.feature_probabilities for p in compact.predictions]), expected.features, atol=1e-6)
+    one = stub.Predict(prediction_pb2.PredictRequest(profile=_dense(test_x[:1])[0], output=prediction_pb2.COMPACT), metadata=META)
+    np.testing.assert_allclose(one.prediction.feature_probabilities, expected.features[0], atol=1e-6)  # batch round-off
+    chunks = [prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[i:i + 4], [f"p{j}" for j in range(i, i + 4)]),
+                                             output=prediction_pb2.COMPACT) for i in (0, 4, 8)]
+    streamed = [p for answer in stub.PredictStream(iter(chunks), metadata=META) for p in answer.predictions]
+    assert [p.profile_id for p in streamed] == [f"p{i}" for i in range(12)]
+    np.testing.assert_allclose(np.array([p.feature_probabilities for p in streamed]), expected.features, atol=1e-6)
+    assert len(compact.SerializeToString()) * 5 < len(named.SerializeToString())
+    code, details = _status(lambda: stub.Predict(prediction_pb2.PredictRequest(profile=_dense(test_x[:1])[0], output=7),
+                                                 metadata=META))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("output 7") and "COMPACT" in details
+
+
 def test_model_info(stub, registry: Path) -> None:
     model = load_model(registry / NAME / "1")
     info = stub.GetModelInfo(prediction_pb2.GetModelInfoRequest(model=common_pb2.ModelRef(name=NAME)), metadata=META)
@@ -353,3 +404,70 @@ def test_new_version_swapped_in_under_load_without_failures(serve_grpc: int, reg
     assert not failures, failures[:3]
     assert before > 10 and versions_seen[:before].count("1") == before
     assert versions_seen[-1] == "2" and old.model.version == "1"
+
+
+def _running_replicas(app: str, deployment: str = "PredictionServer") -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+@pytest.mark.slow
+def test_autoscaling_adds_and_removes_replicas_under_load_without_failures(serve_grpc: int, registry: Path,
+                                                                           test_x: np.ndarray) -> None:
+    """Through the session's ingress (HAProxy by default): load scales the replicas up, quiet scales them
+    down, and no call fails while HAProxy learns of replicas that come and go."""
+    from ray import serve
+
+    from services.prediction import DeploymentOptions
+
+    app = "prediction-scale"
+    meta = (("application", app),)
+    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
+               "downscale_delay_s": 3, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+    serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1"]),
+                             DeploymentOptions(autoscaling=scaling, num_cpus=0.25, max_ongoing_requests=32)),
+              name=app, route_prefix=f"/{app}")
+    request = prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:16]))
+    stop = threading.Event()
+    answered: list[int] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+            s = prediction_pb2_grpc.PredictionServiceStub(ch)
+            while not stop.is_set():
+                try:
+                    answered.append(len(s.PredictBatch(request, metadata=meta, timeout=30).predictions))
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code()}: {exc.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    try:
+        assert _running_replicas(app) == 1
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 90
+        while _running_replicas(app) < 2 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        scaled_up = _running_replicas(app)
+        served_before = len(answered)
+        time.sleep(3)  # both replicas behind the ingress
+        served_on_two = len(answered) - served_before
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    try:
+        deadline = time.monotonic() + 90
+        while _running_replicas(app) > 1 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        scaled_down = _running_replicas(app)
+        with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
+            after = prediction_pb2_grpc.PredictionServiceStub(ch).PredictBatch(request, metadata=meta, timeout=30)
+    finally:
+        serve.delete(app)
+    assert not failures, failures[:3]
+    assert scaled_up == 2 and served_on_two > 0 and scaled_down == 1
+    assert set(answered) == {16} and len(after.predictions) == 16

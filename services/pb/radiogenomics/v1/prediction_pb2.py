@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.pb.radiogenomics.v1 import common_pb2 as radiogenomics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!radiogenomics/v1/prediction.proto\x12\x10radiogenomics.v1\x1a\x1dradiogenomics/v1/common.proto\"\xae\x01\n\x0ePredictRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x34\n\x07profile\x18\x02 \x01(\x0b\x32#.radiogenomics.v1.ExpressionProfile\x12;\n\rmissing_genes\x18\x03 \x01(\x0e\x32$.radiogenomics.v1.MissingGenesPolicy\"\xb4\x01\n\x13PredictBatchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x35\n\x08profiles\x18\x02 \x03(\x0b\x32#.radiogenomics.v1.ExpressionProfile\x12;\n\rmissing_genes\x18\x03 \x01(\x0e\x32$.radiogenomics.v1.MissingGenesPolicy\"f\n\x11\x46\x65\x61turePrediction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10probability_high\x18\x02 \x01(\x02\x12\x16\n\x0epredicted_high\x18\x03 \x01(\x08\x12\x11\n\tcut_point\x18\x04 \x01(\x01\"\xb5\x01\n\x13HistologyPrediction\x12O\n\rprobabilities\x18\x01 \x03(\x0b\x32\x38.radiogenomics.v1.HistologyPrediction.ProbabilitiesEntry\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\t\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xc6\x01\n\x11ProfilePrediction\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x38\n\thistology\x18\x02 \x01(\x0b\x32%.radiogenomics.v1.HistologyPrediction\x12\x35\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32#.radiogenomics.v1.FeaturePrediction\x12\x15\n\rimputed_genes\x18\x04 \x01(\x05\x12\x15\n\runknown_genes\x18\x05 \x01(\x05\"\xb3\x01\n\x0fPredictResponse\x12\x37\n\nprediction\x18\x01 \x01(\x0b\x32#.radiogenomics.v1.ProfilePrediction\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\"\xb9\x01\n\x14PredictBatchResponse\x12\x38\n\x0bpredictions\x18\x01 \x03(\x0b\x32#.radiogenomics.v1.ProfilePrediction\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\"@\n\x13GetModelInfoRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\"\x95\x04\n\tModelInfo\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\r\n\x05genes\x18\x03 \x03(\t\x12\x19\n\x11histology_classes\x18\x04 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x12\n\ncut_points\x18\x06 \x03(\x01\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x36\n\x06\x63v_auc\x18\x08 \x03(\x0b\x32&.radiogenomics.v1.ModelInfo.CvAucEntry\x12\x16\n\x0e\x63v_summary_auc\x18\t \x01(\x01\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x0b \x01(\t\x12\x1a\n\x12training_data_hash\x18\x0c \x01(\t\x12\x1a\n\x12max_batch_profiles\x18\r \x01(\x05\x12@\n\x0b\x62\x65st_family\x18\x0e \x03(\x0b\x32+.radiogenomics.v1.ModelInfo.BestFamilyEntry\x12\x18\n\x10\x65nsemble_members\x18\x0f \x01(\x05\x1a,\n\nCvAucEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x42\x65stFamilyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*:\n\x12MissingGenesPolicy\x12\n\n\x06REJECT\x10\x00\x12\x18\n\x14IMPUTE_TRAINING_MEAN\x10\x01\x32\xfa\x02\n\x11PredictionService\x12N\n\x07Predict\x12 .radiogenomics.v1.PredictRequest\x1a!.radiogenomics.v1.PredictResponse\x12]\n\x0cPredictBatch\x12%.radiogenomics.v1.PredictBatchRequest\x1a&.radiogenomics.v1.PredictBatchResponse\x12\x62\n\rPredictStream\x12%.radiogenomics.v1.PredictBatchRequest\x1a&.radiogenomics.v1.PredictBatchResponse(\x01\x30\x01\x12R\n\x0cGetModelInfo\x12%.radiogenomics.v1.GetModelInfoRequest\x1a\x1b.radiogenomics.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!radiogenomics/v1/prediction.proto\x12\x10radiogenomics.v1\x1a\x1dradiogenomics/v1/common.proto\"\xdc\x01\n\x0ePredictRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x34\n\x07profile\x18\x02 \x01(\x0b\x32#.radiogenomics.v1.ExpressionProfile\x12;\n\rmissing_genes\x18\x03 \x01(\x0e\x32$.radiogenomics.v1.MissingGenesPolicy\x12,\n\x06output\x18\x04 \x01(\x0e\x32\x1c.radiogenomics.v1.OutputForm\"\xe2\x01\n\x13PredictBatchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x35\n\x08profiles\x18\x02 \x03(\x0b\x32#.radiogenomics.v1.ExpressionProfile\x12;\n\rmissing_genes\x18\x03 \x01(\x0e\x32$.radiogenomics.v1.MissingGenesPolicy\x12,\n\x06output\x18\x04 \x01(\x0e\x32\x1c.radiogenomics.v1.OutputForm\"f\n\x11\x46\x65\x61turePrediction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10probability_high\x18\x02 \x01(\x02\x12\x16\n\x0epredicted_high\x18\x03 \x01(\x08\x12\x11\n\tcut_point\x18\x04 \x01(\x01\"\xb5\x01\n\x13HistologyPrediction\x12O\n\rprobabilities\x18\x01 \x03(\x0b\x32\x38.radiogenomics.v1.HistologyPrediction.ProbabilitiesEntry\x12\x17\n\x0fpredicted_class\x18\x02 \x01(\t\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x86\x02\n\x11ProfilePrediction\x12\x12\n\nprofile_id\x18\x01 \x01(\t\x12\x38\n\thistology\x18\x02 \x01(\x0b\x32%.radiogenomics.v1.HistologyPrediction\x12\x35\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32#.radiogenomics.v1.FeaturePrediction\x12\x15\n\rimputed_genes\x18\x04 \x01(\x05\x12\x15\n\runknown_genes\x18\x05 \x01(\x05\x12\x1f\n\x17histology_probabilities\x18\x06 \x03(\x02\x12\x1d\n\x15\x66\x65\x61ture_probabilities\x18\x07 \x03(\x02\"\xb3\x01\n\x0fPredictResponse\x12\x37\n\nprediction\x18\x01 \x01(\x0b\x32#.radiogenomics.v1.ProfilePrediction\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\"\xb9\x01\n\x14PredictBatchResponse\x12\x38\n\x0bpredictions\x18\x01 \x03(\x0b\x32#.radiogenomics.v1.ProfilePrediction\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\"@\n\x13GetModelInfoRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\"\x95\x04\n\tModelInfo\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.radiogenomics.v1.ModelRef\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\r\n\x05genes\x18\x03 \x03(\t\x12\x19\n\x11histology_classes\x18\x04 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x12\n\ncut_points\x18\x06 \x03(\x01\x12\x0f\n\x07outputs\x18\x07 \x03(\t\x12\x36\n\x06\x63v_auc\x18\x08 \x03(\x0b\x32&.radiogenomics.v1.ModelInfo.CvAucEntry\x12\x16\n\x0e\x63v_summary_auc\x18\t \x01(\x01\x12\x0f\n\x07\x63reated\x18\n \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x0b \x01(\t\x12\x1a\n\x12training_data_hash\x18\x0c \x01(\t\x12\x1a\n\x12max_batch_profiles\x18\r \x01(\x05\x12@\n\x0b\x62\x65st_family\x18\x0e \x03(\x0b\x32+.radiogenomics.v1.ModelInfo.BestFamilyEntry\x12\x18\n\x10\x65nsemble_members\x18\x0f \x01(\x05\x1a,\n\nCvAucEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x42\x65stFamilyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*:\n\x12MissingGenesPolicy\x12\n\n\x06REJECT\x10\x00\x12\x18\n\x14IMPUTE_TRAINING_MEAN\x10\x01*$\n\nOutputForm\x12\t\n\x05NAMED\x10\x00\x12\x0b\n\x07\x43OMPACT\x10\x01\x32\xfa\x02\n\x11PredictionService\x12N\n\x07Predict\x12 .radiogenomics.v1.PredictRequest\x1a!.radiogenomics.v1.PredictResponse\x12]\n\x0cPredictBatch\x12%.radiogenomics.v1.PredictBatchRequest\x1a&.radiogenomics.v1.PredictBatchResponse\x12\x62\n\rPredictStream\x12%.radiogenomics.v1.PredictBatchRequest\x1a&.radiogenomics.v1.PredictBatchResponse(\x01\x30\x01\x12R\n\x0cGetModelInfo\x12%.radiogenomics.v1.GetModelInfoRequest\x1a\x1b.radiogenomics.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,32 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_CVAUCENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_BESTFAMILYENTRY']._loaded_options = None
   _globals['_MODELINFO_BESTFAMILYENTRY']._serialized_options = b'8\001'
-  _globals['_MISSINGGENESPOLICY']._serialized_start=1907
-  _globals['_MISSINGGENESPOLICY']._serialized_end=1965
+  _globals['_MISSINGGENESPOLICY']._serialized_start=2063
+  _globals['_MISSINGGENESPOLICY']._serialized_end=2121
+  _globals['_OUTPUTFORM']._serialized_start=2123
+  _globals['_OUTPUTFORM']._serialized_end=2159
   _globals['_PREDICTREQUEST']._serialized_start=87
-  _globals['_PREDICTREQUEST']._serialized_end=261
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=264
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=444
-  _globals['_FEATUREPREDICTION']._serialized_start=446
-  _globals['_FEATUREPREDICTION']._serialized_end=548
-  _globals['_HISTOLOGYPREDICTION']._serialized_start=551
-  _globals['_HISTOLOGYPREDICTION']._serialized_end=732
-  _globals['_HISTOLOGYPREDICTION_PROBABILITIESENTRY']._serialized_start=680
-  _globals['_HISTOLOGYPREDICTION_PROBABILITIESENTRY']._serialized_end=732
-  _globals['_PROFILEPREDICTION']._serialized_start=735
-  _globals['_PROFILEPREDICTION']._serialized_end=933
-  _globals['_PREDICTRESPONSE']._serialized_start=936
-  _globals['_PREDICTRESPONSE']._serialized_end=1115
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=1118
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=1303
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1305
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1369
-  _globals['_MODELINFO']._serialized_start=1372
-  _globals['_MODELINFO']._serialized_end=1905
-  _globals['_MODELINFO_CVAUCENTRY']._serialized_start=1810
-  _globals['_MODELINFO_CVAUCENTRY']._serialized_end=1854
-  _globals['_MODELINFO_BESTFAMILYENTRY']._serialized_start=1856
-  _globals['_MODELINFO_BESTFAMILYENTRY']._serialized_end=1905
-  _globals['_PREDICTIONSERVICE']._serialized_start=1968
-  _globals['_PREDICTIONSERVICE']._serialized_end=2346
+  _globals['_PREDICTREQUEST']._serialized_end=307
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=310
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=536
+  _globals['_FEATUREPREDICTION']._serialized_start=538
+  _globals['_FEATUREPREDICTION']._serialized_end=640
+  _globals['_HISTOLOGYPREDICTION']._serialized_start=643
+  _globals['_HISTOLOGYPREDICTION']._serialized_end=824
+  _globals['_HISTOLOGYPREDICTION_PROBABILITIESENTRY']._serialized_start=772
+  _globals['_HISTOLOGYPREDICTION_PROBABILITIESENTRY']._serialized_end=824
+  _globals['_PROFILEPREDICTION']._serialized_start=827
+  _globals['_PROFILEPREDICTION']._serialized_end=1089
+  _globals['_PREDICTRESPONSE']._serialized_start=1092
+  _globals['_PREDICTRESPONSE']._serialized_end=1271
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=1274
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=1459
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1461
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1525
+  _globals['_MODELINFO']._serialized_start=1528
+  _globals['_MODELINFO']._serialized_end=2061
+  _globals['_MODELINFO_CVAUCENTRY']._serialized_start=1966
+  _globals['_MODELINFO_CVAUCENTRY']._serialized_end=2010
+  _globals['_MODELINFO_BESTFAMILYENTRY']._serialized_start=2012
+  _globals['_MODELINFO_BESTFAMILYENTRY']._serialized_end=2061
+  _globals['_PREDICTIONSERVICE']._serialized_start=2162
+  _globals['_PREDICTIONSERVICE']._serialized_end=2540
 # @@protoc_insertion_point(module_scope)

@@ -12,28 +12,39 @@ class MissingGenesPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REJECT: _ClassVar[MissingGenesPolicy]
     IMPUTE_TRAINING_MEAN: _ClassVar[MissingGenesPolicy]
+
+class OutputForm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NAMED: _ClassVar[OutputForm]
+    COMPACT: _ClassVar[OutputForm]
 REJECT: MissingGenesPolicy
 IMPUTE_TRAINING_MEAN: MissingGenesPolicy
+NAMED: OutputForm
+COMPACT: OutputForm
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "profile", "missing_genes")
+    __slots__ = ("model", "profile", "missing_genes", "output")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     MISSING_GENES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     profile: _common_pb2.ExpressionProfile
     missing_genes: MissingGenesPolicy
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., profile: _Optional[_Union[_common_pb2.ExpressionProfile, _Mapping]] = ..., missing_genes: _Optional[_Union[MissingGenesPolicy, str]] = ...) -> None: ...
+    output: OutputForm
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., profile: _Optional[_Union[_common_pb2.ExpressionProfile, _Mapping]] = ..., missing_genes: _Optional[_Union[MissingGenesPolicy, str]] = ..., output: _Optional[_Union[OutputForm, str]] = ...) -> None: ...
 
 class PredictBatchRequest(_message.Message):
-    __slots__ = ("model", "profiles", "missing_genes")
+    __slots__ = ("model", "profiles", "missing_genes", "output")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROFILES_FIELD_NUMBER: _ClassVar[int]
     MISSING_GENES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     profiles: _containers.RepeatedCompositeFieldContainer[_common_pb2.ExpressionProfile]
     missing_genes: MissingGenesPolicy
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[_common_pb2.ExpressionProfile, _Mapping]]] = ..., missing_genes: _Optional[_Union[MissingGenesPolicy, str]] = ...) -> None: ...
+    output: OutputForm
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., profiles: _Optional[_Iterable[_Union[_common_pb2.ExpressionProfile, _Mapping]]] = ..., missing_genes: _Optional[_Union[MissingGenesPolicy, str]] = ..., output: _Optional[_Union[OutputForm, str]] = ...) -> None: ...
 
 class FeaturePrediction(_message.Message):
     __slots__ = ("name", "probability_high", "predicted_high", "cut_point")
@@ -63,18 +74,22 @@ class HistologyPrediction(_message.Message):
     def __init__(self, probabilities: _Optional[_Mapping[str, float]] = ..., predicted_class: _Optional[str] = ...) -> None: ...
 
 class ProfilePrediction(_message.Message):
-    __slots__ = ("profile_id", "histology", "features", "imputed_genes", "unknown_genes")
+    __slots__ = ("profile_id", "histology", "features", "imputed_genes", "unknown_genes", "histology_probabilities", "feature_probabilities")
     PROFILE_ID_FIELD_NUMBER: _ClassVar[int]
     HISTOLOGY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     IMPUTED_GENES_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_GENES_FIELD_NUMBER: _ClassVar[int]
+    HISTOLOGY_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     profile_id: str
     histology: HistologyPrediction
     features: _containers.RepeatedCompositeFieldContainer[FeaturePrediction]
     imputed_genes: int
     unknown_genes: int
-    def __init__(self, profile_id: _Optional[str] = ..., histology: _Optional[_Union[HistologyPrediction, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeaturePrediction, _Mapping]]] = ..., imputed_genes: _Optional[int] = ..., unknown_genes: _Optional[int] = ...) -> None: ...
+    histology_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    feature_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, profile_id: _Optional[str] = ..., histology: _Optional[_Union[HistologyPrediction, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeaturePrediction, _Mapping]]] = ..., imputed_genes: _Optional[int] = ..., unknown_genes: _Optional[int] = ..., histology_probabilities: _Optional[_Iterable[float]] = ..., feature_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("prediction", "model", "request_id", "timing")
