@@ -64,6 +64,9 @@ def test_serve_refuses_bad_security_and_limit_arguments_in_one_line(small_regist
         ((model, "--gene-sets", "hallmark"), "is not NAME=FILE"),
         ((model, "--gene-sets", f"hallmark={tmp_path / 'none.gmt'}"), "no such GMT file"),
         ((model, "--max-voxels", "0"), "must be a positive whole number"),
+        ((model, "--host", "hospital.example"), "--host 'hospital.example' is not an IP address"),
+        ((model, "--ingress", "nginx"), "invalid choice: 'nginx'"),
+        ((model, "--gateway-replicas", "0"), "must be a positive whole number"),
     ]
     for args, fragment in cases:
         result = run("serve", *args)
