@@ -245,7 +245,9 @@ def run_demo(out: Path, hallmark_gmt: Path, full: bool = False, seed: int = 42, 
     """Run every landed stage on a fresh synthetic cohort under `out`, on one Ray session."""
     from radiogenomics.raycluster import ray_session
 
-    with ray_session(address):
+    # The Serve stage runs on this Ray, so its ingress (HAProxy by default) is chosen before Ray starts.
+    local_ingress = importlib.import_module("services.run").local_ingress
+    with local_ingress(None, address), ray_session(address):
         return _run_stages(Path(out), hallmark_gmt, full, seed, progress, address)
 
 
@@ -344,7 +346,7 @@ def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: 
                 model=model_dir, grpc_port=port, metrics_port=None, address=address, jobs_dir=out / "jobs",
                 data_root=cohort_dir, gene_sets={})))
             served["client"] = app.enter_context(client_module.RadiogenomicsClient(f"127.0.0.1:{port}"))
-            return {"grpc_port": port, "model": ready["model"], "versions": ready["versions"]}
+            return {"grpc_port": port, "ingress": ready["ingress"], "model": ready["model"], "versions": ready["versions"]}
 
         def predict() -> dict:
             evaluation = json.loads((out / "evaluation" / "metrics.json").read_text())

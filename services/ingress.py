@@ -54,6 +54,11 @@ def chosen_ingress(ingress: str | None = None) -> str:
     return value
 
 
+def active_ingress() -> str:
+    """The ingress a local Ray started from this process now uses (what its environment said)."""
+    return "haproxy" if os.environ.get(HAPROXY_FLAG) == "1" else "proxy"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

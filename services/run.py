@@ -28,7 +28,7 @@ from pathlib import Path
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
-from services.ingress import chosen_ingress, haproxy_folder, ingress_environment, reap_haproxy
+from services.ingress import active_ingress, chosen_ingress, haproxy_folder, ingress_environment, reap_haproxy
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
@@ -210,7 +210,7 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
         os.environ[MAX_MESSAGE_ENV] = str(options.max_message_bytes)
     with serving(config, options.grpc_port, options.metrics_port, options.address, options.host, options.ingress):
         yield {"ready": True, "grpc_port": options.grpc_port, "host": options.host,
-               "ingress": chosen_ingress(options.ingress) if options.address is None else "cluster",
+               "ingress": active_ingress() if options.address is None else "cluster",
                "gateway_replicas": config.gateway_deployment.num_replicas, "metrics_port": options.metrics_port,
                "model": config.prediction.model,
                "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),

@@ -153,6 +153,8 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     # The Serve app answered every gRPC service as the core does in process.
     full = json.loads((out / "report.json").read_text())
     services = full["services"]
+    started = next(s for s in full["stages"] if s["stage"].startswith("start the Serve app"))
+    assert started["ingress"] == "haproxy"  # the demo's Ray was started for Serve's HAProxy ingress
     extraction = services["extraction"]
     assert extraction["feature_names_match"] and extraction["features"] > 100 and extraction["max_rel_diff"] <= 1e-6
     prediction = services["prediction"]
