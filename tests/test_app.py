@@ -27,6 +27,7 @@ from services.client import RadiogenomicsClient
 from services.security import TOKENS_ENV, UNAUTHENTICATED_MESSAGE
 from services.pb.radiogenomics.v1 import masking_pb2, radiomics_pb2
 from tests.conftest import SMALL_MODEL, cut_library, free_port
+from tests.processes import alive, listeners, process_tree
 from tests.prometheus import prometheus_server, query, wait_for
 
 PYRAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyradiomics"
@@ -377,57 +378,6 @@ def test_messages_over_the_configured_size_are_refused_with_the_limit(app: dict)
     assert client.serving("")
 
 
-def _process_tree(root: int) -> dict[int, bytes]:
-    """Every live descendant of `root`: pid -> command line (read from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                try:
-                    tree[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                frontier.append(pid)
-    return tree
-
-
-def _listeners() -> dict[int, set[int]]:
-    """TCP port -> pids of the processes listening on it (from /proc/net and each process's fds)."""
-    inodes: dict[str, int] = {}
-    for table in ("tcp", "tcp6"):
-        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A":  # LISTEN
-                inodes[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
-    ports: dict[int, set[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
-        except OSError:
-            continue
-        for link in links:
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                ports.setdefault(inodes[link[8:-1]], set()).add(int(entry.name))
-    return ports
-
-
-def _alive(pid: int, cmdline: bytes) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes() == cmdline and cmdline != b""
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
 def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_registry: Path, small_cohort: Path,
@@ -453,12 +403,12 @@ def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_regi
         with RadiogenomicsClient(f"127.0.0.1:{port}") as client:
             served = client.predict(pd.DataFrame(test.expression[:4], index=list(test.sample_ids[:4]), columns=list(test.genes)))
         assert list(served.index) == list(test.sample_ids[:4])
-        tree = _process_tree(proc.pid)
+        tree = process_tree(proc.pid)
         haproxies = [pid for pid, cmd in tree.items() if cmd.split(b"\0")[0].endswith(b"haproxy")]
         assert len(haproxies) == (1 if ingress == "haproxy" else 0), tree
         # No port of this app is shared with a process outside it (the module's other app runs now,
         # with access control on: a shared replica port would hand our calls to it).
-        shared = {port: pids for port, pids in _listeners().items() if pids & set(tree) and pids - set(tree)}
+        shared = {port: pids for port, pids in listeners().items() if pids & set(tree) and pids - set(tree)}
         assert not shared, shared
     finally:
         started = time.monotonic()
@@ -468,9 +418,9 @@ def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_regi
     assert proc.returncode == 0, err[-3000:]
     assert took < 20, f"serve took {took:.1f} s to stop"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid, cmd) for pid, cmd in tree.items()):
+    while time.monotonic() < deadline and any(alive(pid, cmd) for pid, cmd in tree.items()):
         time.sleep(0.2)
-    left = {pid: cmd.replace(b"\0", b" ")[:120] for pid, cmd in tree.items() if _alive(pid, cmd)}
+    left = {pid: cmd.replace(b"\0", b" ")[:120] for pid, cmd in tree.items() if alive(pid, cmd)}
     assert not left, f"left behind after serve stopped: {left}"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # the gRPC port is free again
