@@ -44,10 +44,12 @@ def _node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 STATE = """
 import json, sys
-from ray.util.state import list_nodes, list_tasks
+from ray.util.state import list_actors, list_nodes, list_tasks
 kind, address, name = sys.argv[1], sys.argv[2], sys.argv[3]
 if kind == "nodes":
     rows = list_nodes(address=address, raise_on_missing_output=False)
+elif kind == "actors":
+    rows = list_actors(address=address, limit=10000, raise_on_missing_output=False)
 else:
     rows = list_tasks(address=address, filters=[("name", "=", name)], limit=10000, raise_on_missing_output=False)
 print(json.dumps([{k: str(v) for k, v in r.__dict__.items()} if hasattr(r, "__dict__") else {k: str(v) for k, v in dict(r).items()}
@@ -158,3 +160,21 @@ def test_mask_spreads_over_both_nodes_and_equals_a_single_node_run(cluster: dict
     b = pd.read_csv(tmp_path / "single.csv").sort_values(key).reset_index(drop=True)
     assert len(a) == len(b) > 0
     pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_train_runs_trials_on_both_nodes_and_exports_a_model(cluster: dict, small_cohort: Path, tmp_path: Path) -> None:
+    """The Tune search spreads its trials over both nodes (the cohort reaches them through the object
+    store) and exports a model that loads and predicts."""
+    from radiogenomics.cohort import load_cohort
+    from radiogenomics.registry import load_model
+
+    result = _run(["train", str(small_cohort / "train"), "--registry", str(tmp_path / "registry"), "--name", "cluster",
+                   "--address", cluster["address"], "--trials", "4", "--folds", "2", "--max-epochs", "8",
+                   "--no-baselines", "--cpus-per-trial", "1", "--quiet"], cluster["env"], timeout=1200)
+    folder = Path(result.stdout.strip().splitlines()[-1])  # the artifact path is the last line
+    trials = [a for a in _state(cluster["env"], cluster["dashboard"], "actors")
+              if "cv_trainable" in a.get("class_name", "") or "ImplicitFunc" in a.get("class_name", "")]
+    assert {a["node_id"] for a in trials} == set(cluster["nodes"]), [(a["class_name"], a["node_id"]) for a in trials]
+    model = load_model(folder)
+    preds = model.predict(model.align(load_cohort(small_cohort / "test")))
+    assert preds.features.shape == (40, 6)
