@@ -59,7 +59,8 @@ def active_ingress() -> str:
     return "haproxy" if os.environ.get(HAPROXY_FLAG) == "1" else "proxy"
 
 
-def _free_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -79,10 +80,10 @@ def haproxy_environment(folder: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_loopback_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_loopback_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_loopback_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_loopback_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),
         **H2_TUNING,
     }
@@ -123,17 +124,17 @@ def reap_haproxy(folder: Path, timeout_s: float = 5.0) -> list[int]:
 
     Returns the pids that had to be stopped (empty when Serve had stopped them itself).
     """
-    pids = haproxy_pids(folder)
+    pids = left = haproxy_pids(folder)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        for pid in left:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and haproxy_pids(folder):
+        while (left := haproxy_pids(folder)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not haproxy_pids(folder):
+        if not left:
             break
     shutil.rmtree(folder, ignore_errors=True)
     return pids

@@ -246,10 +246,14 @@ class PredictionService:
             await end_stream(grpc_context, "PredictStream", exc)
         finally:
             reader.cancel()
-            while not ahead.empty():
+            while not ahead.empty():  # chunks read ahead of an error: dropped
                 item = ahead.get_nowait()
-                if isinstance(item, asyncio.Future) and not item.cancel() and not item.cancelled():
-                    item.exception()  # finished already: its error, if any, is not worth a warning
+                if not isinstance(item, asyncio.Future):
+                    continue
+                if not item.done():
+                    item.cancel()
+                elif not item.cancelled():
+                    item.exception()  # retrieved, so asyncio does not warn that it never was
 
     async def GetModelInfo(self, request: prediction_pb2.GetModelInfoRequest, grpc_context=None) -> prediction_pb2.ModelInfo:
         async def work(request_id: str) -> prediction_pb2.ModelInfo:

@@ -28,7 +28,7 @@ from pathlib import Path
 from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
-from services.ingress import active_ingress, chosen_ingress, haproxy_folder, ingress_environment, reap_haproxy
+from services.ingress import active_ingress, chosen_ingress, free_loopback_port, haproxy_folder, ingress_environment, reap_haproxy
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
@@ -74,13 +74,6 @@ def locate_model(model: Path) -> tuple[Path, str, list[str] | None]:
                      "(<registry>/<name>) with versions; train one with `radiogenomics train`")
 
 
-def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _check_port(port: int, what: str) -> None:
     if not 1 <= port <= 65535:
         raise InputError(f"--{what}-port {port} is not a TCP port (1-65535)")
@@ -112,11 +105,12 @@ def app_config(options: ServeOptions):
     config.prediction.max_batch_profiles = options.max_batch_profiles
     try:
         chosen_ingress(options.ingress)
-        ipaddress.ip_address(options.host)
     except ValueError as exc:
-        what = "--host " + repr(options.host) + " is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)" \
-            if "ingress" not in str(exc) else str(exc)
-        raise InputError(what) from None
+        raise InputError(str(exc)) from None
+    try:
+        ipaddress.ip_address(options.host)
+    except ValueError:
+        raise InputError(f"--host {options.host!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
     if options.gateway_replicas is not None and options.gateway_replicas < 1:
         raise InputError(f"--gateway-replicas {options.gateway_replicas} must be at least 1")
     config.gateway_deployment.num_replicas = options.gateway_replicas or machine_cpus()

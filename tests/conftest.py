@@ -89,19 +89,15 @@ def ray_local():
     says `proxy` (Serve's classic gRPC proxy). HAProxy gets its own folder and free ports, and any
     HAProxy of that folder still running after Ray is stopped by its pid.
     """
-    from services.ingress import chosen_ingress, haproxy_folder, ingress_environment, reap_haproxy
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    kind = chosen_ingress()
-    folder = haproxy_folder() if kind == "haproxy" else None
-    os.environ.update(ingress_environment(kind, folder))
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    if folder is not None:
-        reap_haproxy(folder)
+    from services.run import local_ingress
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    with local_ingress(None, None):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        yield ray
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

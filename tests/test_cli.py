@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,8 @@ def test_serve_refuses_bad_security_and_limit_arguments_in_one_line(small_regist
         result = run("serve", *args)
         assert result.returncode == 2, (args, result.stderr)
         assert fragment in _one_line_error(result), (args, result.stderr)
+    result = run("serve", model, env={**os.environ, "RADIOGENOMICS_INGRESS": "nginx"})  # the switch's variable
+    assert result.returncode == 2 and "ingress 'nginx' is not one of haproxy, proxy" in _one_line_error(result)
 
 
 def test_synth_writes_a_loadable_cohort(tmp_path: Path, hallmark_gmt: Path) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -359,6 +361,33 @@ def test_not_ready_until_the_model_is_loaded(channel, serve_grpc: int, registry:
     assert seen[0] != health_pb2.HealthCheckResponse.SERVING and seen[-1] == health_pb2.HealthCheckResponse.SERVING
 
 
+@contextmanager
+def _steady_load(port: int, request, meta, clients: int, record: Callable) -> Iterator[list[str]]:
+    """`clients` threads sending `request` as PredictBatch without pause until the block ends; each answer
+    goes to `record`, each failure ("CODE: details") to the yielded list."""
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def client() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            s = prediction_pb2_grpc.PredictionServiceStub(ch)
+            while not stop.is_set():
+                try:
+                    record(s.PredictBatch(request, metadata=meta, timeout=30))
+                except grpc.RpcError as exc:
+                    failures.append(f"{exc.code()}: {exc.details()}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield failures
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def test_new_version_swapped_in_under_load_without_failures(serve_grpc: int, registry: Path, test_x: np.ndarray) -> None:
     from ray import serve
 
@@ -366,41 +395,23 @@ def test_new_version_swapped_in_under_load_without_failures(serve_grpc: int, reg
     meta = (("application", app),)
     serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1"])), name=app, route_prefix=f"/{app}")
     request = prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:4]))
-    stop = threading.Event()
     versions_seen: list[str] = []
-    failures: list[str] = []
-
-    def client() -> None:
+    try:
+        with _steady_load(serve_grpc, request, meta, 4, lambda answer: versions_seen.append(answer.model.version)) as failures:
+            time.sleep(2)
+            before = len(versions_seen)
+            serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1", "2"])), name=app,
+                      route_prefix=f"/{app}")
+            deadline = time.monotonic() + 60
+            while "2" not in versions_seen[before:] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1)
         with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
             s = prediction_pb2_grpc.PredictionServiceStub(ch)
-            while not stop.is_set():
-                try:
-                    versions_seen.append(s.PredictBatch(request, metadata=meta, timeout=30).model.version)
-                except grpc.RpcError as exc:
-                    failures.append(f"{exc.code()}: {exc.details()}")
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(2)
-        before = len(versions_seen)
-        serve.run(prediction_app(PredictionConfig(registry=registry, model=NAME, versions=["1", "2"])), name=app, route_prefix=f"/{app}")
-        deadline = time.monotonic() + 60
-        while "2" not in versions_seen[before:] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1)
+            old = s.PredictBatch(prediction_pb2.PredictBatchRequest(model=common_pb2.ModelRef(version="1"), profiles=request.profiles),
+                                 metadata=meta)
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
-                s = prediction_pb2_grpc.PredictionServiceStub(ch)
-                old = s.PredictBatch(prediction_pb2.PredictBatchRequest(model=common_pb2.ModelRef(version="1"), profiles=request.profiles),
-                                     metadata=meta)
-        finally:
-            serve.delete(app)
+        serve.delete(app)
     assert not failures, failures[:3]
     assert before > 10 and versions_seen[:before].count("1") == before
     assert versions_seen[-1] == "2" and old.model.version == "1"
@@ -430,36 +441,17 @@ def test_autoscaling_adds_and_removes_replicas_under_load_without_failures(serve
                              DeploymentOptions(autoscaling=scaling, num_cpus=0.25, max_ongoing_requests=32)),
               name=app, route_prefix=f"/{app}")
     request = prediction_pb2.PredictBatchRequest(profiles=_dense(test_x[:16]))
-    stop = threading.Event()
     answered: list[int] = []
-    failures: list[str] = []
-
-    def client() -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{serve_grpc}") as ch:
-            s = prediction_pb2_grpc.PredictionServiceStub(ch)
-            while not stop.is_set():
-                try:
-                    answered.append(len(s.PredictBatch(request, metadata=meta, timeout=30).predictions))
-                except grpc.RpcError as exc:
-                    failures.append(f"{exc.code()}: {exc.details()}")
-
-    threads = [threading.Thread(target=client) for _ in range(6)]
     try:
         assert _running_replicas(app) == 1
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 90
-        while _running_replicas(app) < 2 and time.monotonic() < deadline:
-            time.sleep(0.25)
-        scaled_up = _running_replicas(app)
-        served_before = len(answered)
-        time.sleep(3)  # both replicas behind the ingress
-        served_on_two = len(answered) - served_before
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    try:
+        with _steady_load(serve_grpc, request, meta, 6, lambda answer: answered.append(len(answer.predictions))) as failures:
+            deadline = time.monotonic() + 90
+            while _running_replicas(app) < 2 and time.monotonic() < deadline:
+                time.sleep(0.25)
+            scaled_up = _running_replicas(app)
+            served_before = len(answered)
+            time.sleep(3)  # both replicas behind the ingress
+            served_on_two = len(answered) - served_before
         deadline = time.monotonic() + 90
         while _running_replicas(app) > 1 and time.monotonic() < deadline:
             time.sleep(0.25)
