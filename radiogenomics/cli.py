@@ -105,9 +105,20 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from radiogenomics.extraction.batch import run_batch
     from radiogenomics.extraction.params import load_params
 
+    pacs = None
+    if args.pacs or args.studies:
+        if not (args.pacs and args.studies) or args.manifest is not None:
+            raise InputError("extract reads a manifest of files, or --pacs URL with --studies FILE.csv (not both)")
+        from radiogenomics.extraction.batch import PacsOptions
+
+        pacs = PacsOptions(_pacs(args), max_bytes=args.max_case_bytes, store_report=args.store_report)
+    elif args.manifest is None:
+        raise InputError("extract needs a manifest (sample_id,Image,Mask) or --pacs URL --studies FILE.csv")
+    elif args.store_report:
+        raise InputError("--store-report stores the SR in the PACS; use it with --pacs and --studies")
     params = load_params(args.params)
-    summary = run_batch(args.manifest, args.out, params, address=args.address, workers=args.workers,
-                        max_voxels=args.max_voxels, progress=not args.quiet)
+    summary = run_batch(args.studies or args.manifest, args.out, params, address=args.address, workers=args.workers,
+                        max_voxels=args.max_voxels, progress=not args.quiet, pacs=pacs)
     print(json.dumps({"out": str(summary.out), "total": summary.total, "extracted": summary.extracted,
                       "skipped": summary.skipped, "failed": summary.failed,
                       "failures": str(summary.failures) if summary.failed else None}))
@@ -116,6 +127,22 @@ def _cmd_extract(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _pacs(args: argparse.Namespace):
+    from radiogenomics.pacs.config import pacs_config
+
+    return pacs_config(args.pacs, args.pacs_auth_header_file, args.pacs_ca, args.pacs_timeout)
+
+
+def _pacs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pacs", metavar="URL", help="DICOMweb root of the hospital's PACS (QIDO-RS, WADO-RS, STOW-RS), "
+                                                 "e.g. https://pacs.example.org/dicom-web")
+    p.add_argument("--pacs-auth-header-file", type=Path, metavar="FILE",
+                   help="file with one HTTP header line sent to the PACS, e.g. 'Authorization: Bearer ...'")
+    p.add_argument("--pacs-ca", type=Path, metavar="PEM", help="CA bundle trusted for an https PACS (default: the system's)")
+    p.add_argument("--pacs-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="seconds to wait for the PACS to connect or send data (default 30)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -155,7 +182,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         gene_sets=dict(args.gene_sets or []), auth_tokens=args.auth_tokens, audit_dir=args.audit_dir,
         request_timeout_s=args.request_timeout, max_message_bytes=args.max_message_bytes,
         max_upload_bytes=args.max_upload_bytes, max_voxels=args.max_voxels, max_sets_per_job=args.max_sets_per_job,
-        max_active_jobs=args.max_active_jobs))
+        max_active_jobs=args.max_active_jobs, pacs=_pacs(args) if args.pacs else None))
 
 
 def _named_file(text: str) -> tuple[str, Path]:
@@ -244,7 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
                          description="One Ray task per case. Cases already in --out are skipped (resumable); a failing "
                                      "case is recorded in OUT.failures.csv with its reason and the batch goes on "
                                      "(exit code 1 if any case failed).")
-    p.add_argument("manifest", type=Path, help="CSV with sample_id,Image,Mask[,Label,ROI,Segment] (pyradiomics batch format)")
+    p.add_argument("manifest", type=Path, nargs="?",
+                   help="CSV with sample_id,Image,Mask[,Label,ROI,Segment] (pyradiomics batch format); or --pacs with --studies")
+    p.add_argument("--studies", type=Path, metavar="FILE.csv",
+                   help="with --pacs: CSV with sample_id,study_uid,image_series_uid,mask_series_uid[,label|roi|segment]; "
+                        "an empty mask_series_uid takes the study's one SEG/RTSTRUCT that references the CT")
+    _pacs_arguments(p)
+    p.add_argument("--store-report", action="store_true",
+                   help="with --pacs: also store each case's features in the PACS as a DICOM SR (TID 1500)")
+    p.add_argument("--max-case-bytes", type=_positive_int, default=1024 * 1024 * 1024,
+                   help="with --pacs: largest case retrieved (image + mask), in bytes (default 1 GiB)")
     p.add_argument("--out", type=Path, required=True, help="features CSV (appended as cases finish)")
     p.add_argument("--params", type=Path, help="pyradiomics parameter file (YAML; default: pyradiomics' defaults)")
     p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
@@ -330,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir", type=Path, default=Path("radiogenomics-jobs"),
                    help="masking job store (SQLite + job inputs; default ./radiogenomics-jobs)")
     p.add_argument("--data-root", type=Path, help="folder ExtractFromPath and cohort_path jobs may read (default: none)")
+    _pacs_arguments(p)
     p.add_argument("--gene-sets", type=_named_file, action="append", metavar="NAME=GMT",
                    help="a gene-set library masking clients may name, e.g. hallmark=h.all.gmt (repeatable)")
     p.add_argument("--auth-tokens", type=Path, metavar="FILE",

@@ -34,3 +34,11 @@ class CohortError(InputError):
 
 class GeneSetError(InputError):
     """A gene-set library (GMT) is invalid."""
+
+
+class Precondition(InputError):
+    """The server is not set up for the request (e.g. no PACS configured): FAILED_PRECONDITION."""
+
+
+class Unavailable(RadiogenomicsError):
+    """A system we depend on (the PACS) cannot be reached or timed out: UNAVAILABLE, worth a retry."""

@@ -743,3 +743,25 @@ def sample_covariance_axes(features: Mapping[str, float], n_voxels: int) -> dict
         tag: features[FEATURE_MAP[tag].pyradiomics] * scale
         for tag in ("morph_pca_maj_axis", "morph_pca_min_axis", "morph_pca_least_axis")
     }
+
+
+def feature_concepts(reference: Iterable[ReferenceValue] | None = None,
+                     concepts: Sequence[tuple[str, str]] | None = None) -> dict[str, tuple[str, str]]:
+    """pyradiomics feature (`original_...`) -> (IBSI concept code, IBSI feature name), for coding results.
+
+    Only features that are the IBSI feature itself: a known convention offset (kurtosis) leaves a
+    feature uncoded, and where pyradiomics documents a deprecated duplicate as equal to another
+    feature, the feature keeps the IBSI concept of its own name (DifferenceAverage is Difference
+    average, not Dissimilarity). `radiogenomics/pacs/feature_codes.py` is generated from this.
+    """
+    reference = list(reference if reference is not None else load_reference())
+    codes = concept_codes(reference, concepts if concepts is not None else load_concepts())
+    names = {row.tag: row.feature for row in reference}
+    out: dict[str, tuple[str, str]] = {}
+    for tag, mapping in FEATURE_MAP.items():
+        if mapping.offset != 0 or tag not in codes or "deprecated as equal" in mapping.note:
+            continue
+        if mapping.pyradiomics in out:
+            raise ValueError(f"{mapping.pyradiomics} maps to two IBSI concepts: {out[mapping.pyradiomics]} and {tag}")
+        out[mapping.pyradiomics] = (codes[tag], names[tag])
+    return dict(sorted(out.items()))

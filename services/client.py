@@ -106,6 +106,20 @@ class RadiogenomicsClient:
 
         return self.radiomics.ExtractUpload(messages(), metadata=self.metadata, timeout=self.timeout_s)
 
+    def extract_from_pacs(self, study_uid: str, image_series_uid: str, mask_series_uid: str = "", *,
+                          store_report: bool = False, label: int = 0, params_yaml: str = "", roi_name: str = "",
+                          segment: str = "", case_id: str = "") -> radiomics_pb2.ExtractResponse:
+        """Extract a case the server retrieves from its PACS; `store_report` also stores a DICOM SR there.
+
+        An empty `mask_series_uid` takes the study's one SEG/RTSTRUCT drawn on the CT.
+        """
+        options = radiomics_pb2.ExtractionOptions(label=label, params_yaml=params_yaml, roi_name=roi_name,
+                                                  segment=segment, case_id=case_id)
+        request = radiomics_pb2.ExtractPacsRequest(study_uid=study_uid, image_series_uid=image_series_uid,
+                                                   mask_series_uid=mask_series_uid, options=options,
+                                                   store_report=store_report)
+        return self.radiomics.ExtractFromPacs(request, metadata=self.metadata, timeout=self.timeout_s)
+
     # -- prediction ------------------------------------------------------------------------------
 
     def model_info(self, model: str = "", version: str = "") -> prediction_pb2.ModelInfo:

@@ -15,14 +15,12 @@ from typing import TypeVar
 
 import grpc
 
-from radiogenomics.errors import InputError, LimitExceeded, NotFound
+from radiogenomics.errors import InputError, LimitExceeded, NotFound, Precondition, Unavailable
+
+__all__ = ["Precondition", "answer", "end_stream", "inside_root", "status_for"]
 
 log = logging.getLogger("radiogenomics.services")
 T = TypeVar("T")
-
-
-class Precondition(InputError):
-    """The service is not in a state to answer (e.g. no data root configured): FAILED_PRECONDITION."""
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -30,6 +28,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, Precondition):
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, InputError):

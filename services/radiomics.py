@@ -24,9 +24,11 @@ from ray.serve.grpc_util import gRPCInputStream
 from radiogenomics.errors import InputError, LimitExceeded
 from radiogenomics.extraction.extract import Extraction, extract_files
 from radiogenomics.extraction.params import parse_params
+from radiogenomics.pacs.client import check_uid
+from radiogenomics.pacs.config import PacsConfig
 from services import metrics
 from services.edge import edge
-from services.errors import answer, inside_root
+from services.errors import Precondition, answer, inside_root
 from services.forwarding import Forwardable
 from services.pb.radiogenomics.v1 import common_pb2, radiomics_pb2
 
@@ -48,6 +50,7 @@ class RadiomicsConfig(BaseModel):
     data_root: Path | None = Field(None, description="ExtractFromPath reads only under this folder; None disables it")
     max_voxels: int = Field(64 * 1024 * 1024, ge=1, description="largest image accepted, in voxels")
     max_upload_bytes: int = Field(1024 * 1024 * 1024, ge=1, description="largest upload (image + mask), in bytes")
+    pacs: PacsConfig | None = Field(None, description="the hospital's DICOMweb PACS for ExtractFromPacs; None disables it")
     extraction_processes: int = Field(1, ge=1, description="child processes per replica that read and extract "
                                                            "(a file that crashes a native reader kills only its child)")
 
@@ -123,6 +126,17 @@ def _extract_in_child(image: str, mask: str, params, image_fmt: str | None, mask
                          **options)
 
 
+def _pacs_in_child(config: PacsConfig, request: bytes, params, options: dict, max_bytes: int, max_voxels: int):
+    """Retrieve and extract one PACS case in a child process, in a scratch folder removed afterwards."""
+    from radiogenomics.pacs.extract import extract_from_pacs
+
+    message = radiomics_pb2.ExtractPacsRequest.FromString(request)
+    with tempfile.TemporaryDirectory(prefix="radiomics-pacs-") as tmp:
+        return extract_from_pacs(config, message.study_uid, message.image_series_uid, message.mask_series_uid or None,
+                                 params, folder=Path(tmp), max_bytes=max_bytes, max_voxels=max_voxels,
+                                 store_report=message.store_report, **options)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 @edge(SERVICE)
 class RadiomicsServer(Forwardable):
@@ -141,23 +155,28 @@ class RadiomicsServer(Forwardable):
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _extract(self, image: Path, mask: Path, image_fmt: str | None, mask_fmt: str | None,
-                       options: radiomics_pb2.ExtractionOptions) -> Extraction:
-        """Extract in a child process: a file that crashes a native reader takes the child, not the replica."""
-        params = parse_params(options.params_yaml, "options.params_yaml")
+    async def _in_child(self, function, *args):
+        """Run `function` in the extraction pool: a file that crashes a native reader takes the child, not the replica."""
         pool = self._pool
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                pool, _extract_in_child, str(image), str(mask), params, image_fmt, mask_fmt, _options(options),
-                self.config.max_voxels)
+            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
         except BrokenProcessPool:
             if self._pool is pool:  # the first request to notice replaces the pool
                 self._pool = _extraction_pool(self.config.extraction_processes)
             raise InputError("the image or mask crashed the image reader; check that the files are valid "
                              "NRRD, NIfTI or DICOM and match the formats in the header") from None
+
+    def _observe(self, result: Extraction) -> Extraction:
         metrics.extraction_seconds().observe(result.provenance.seconds)
         metrics.extraction_voxels().observe(result.provenance.voxel_count)
         return result
+
+    async def _extract(self, image: Path, mask: Path, image_fmt: str | None, mask_fmt: str | None,
+                       options: radiomics_pb2.ExtractionOptions) -> Extraction:
+        """Extract in a child process: a file that crashes a native reader takes the child, not the replica."""
+        params = parse_params(options.params_yaml, "options.params_yaml")
+        return self._observe(await self._in_child(_extract_in_child, str(image), str(mask), params, image_fmt,
+                                                  mask_fmt, _options(options), self.config.max_voxels))
 
     async def ExtractUpload(self, request_stream: gRPCInputStream, grpc_context=None) -> radiomics_pb2.ExtractResponse:
         async def work(request_id: str) -> radiomics_pb2.ExtractResponse:
@@ -234,6 +253,31 @@ class RadiomicsServer(Forwardable):
 
         return await answer(grpc_context, "ExtractFromPath", work, radiomics_pb2.ExtractResponse())
 
+    async def ExtractFromPacs(self, request: radiomics_pb2.ExtractPacsRequest, grpc_context=None) -> radiomics_pb2.ExtractResponse:
+        async def work(request_id: str) -> radiomics_pb2.ExtractResponse:
+            started = time.perf_counter()
+            if self.config.pacs is None:
+                raise Precondition("ExtractFromPacs is disabled: this server has no PACS configured (--pacs / "
+                                   "radiomics.pacs); upload with ExtractUpload instead")
+            check_uid(request.study_uid, "study_uid")
+            check_uid(request.image_series_uid, "image_series_uid")
+            if request.mask_series_uid:
+                check_uid(request.mask_series_uid, "mask_series_uid")
+            params = parse_params(request.options.params_yaml, "options.params_yaml")
+            found = await self._in_child(_pacs_in_child, self.config.pacs, request.SerializeToString(), params,
+                                         _options(request.options), self.config.max_upload_bytes,
+                                         self.config.max_voxels)
+            response = _response(self._observe(found.extraction), request.options.case_id, request_id, started)
+            response.mask_series_uid = found.mask_series_uid
+            if found.report is not None:
+                report = found.report
+                response.report.CopyFrom(radiomics_pb2.PacsReport(
+                    study_uid=report.study_uid, series_uid=report.series_uid,
+                    sop_instance_uid=report.sop_instance_uid, omitted_features=list(report.omitted)))
+            return response
+
+        return await answer(grpc_context, "ExtractFromPacs", work, radiomics_pb2.ExtractResponse())
+
     async def GetExtractorInfo(self, request: radiomics_pb2.GetExtractorInfoRequest, grpc_context=None) -> radiomics_pb2.ExtractorInfo:
         async def work(request_id: str) -> radiomics_pb2.ExtractorInfo:
             import radiomics
@@ -245,7 +289,7 @@ class RadiomicsServer(Forwardable):
             return radiomics_pb2.ExtractorInfo(
                 pyradiomics_version=str(radiomics.__version__), default_features=names,
                 max_voxels=self.config.max_voxels, max_upload_bytes=self.config.max_upload_bytes,
-                path_access=self.config.data_root is not None,
+                path_access=self.config.data_root is not None, pacs_access=self.config.pacs is not None,
             )
 
         return await answer(grpc_context, "GetExtractorInfo", work, radiomics_pb2.ExtractorInfo())

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radiogenomics.errors import InputError
+from radiogenomics.pacs.config import PacsConfig
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
 from services.ingress import active_ingress, chosen_ingress, free_loopback_port, haproxy_folder, ingress_environment, reap_haproxy
@@ -56,6 +57,7 @@ class ServeOptions:
     max_voxels: int | None = None
     max_sets_per_job: int | None = None
     max_active_jobs: int | None = None
+    pacs: PacsConfig | None = None        # ExtractFromPacs retrieves from this PACS; None disables it
 
 
 def machine_cpus() -> int:
@@ -125,6 +127,7 @@ def app_config(options: ServeOptions):
     for (section, key), value in limits.items():
         if value is not None:
             setattr(getattr(config, section), key, value)
+    config.radiomics.pacs = options.pacs
     return config
 
 

@@ -82,6 +82,24 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def pacs_data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The DICOM cases the session's PACS holds, as files, with their UIDs (see tests/orthanc.py)."""
+    from orthanc import reference_cases
+
+    return reference_cases(tmp_path_factory.mktemp("pacs-data"))
+
+
+@pytest.fixture(scope="session")
+def orthanc(pacs_data: dict, tmp_path_factory: pytest.TempPathFactory):
+    """One real PACS for the session: Debian's Orthanc + DICOMweb on a free loopback port, stopped by pid."""
+    from orthanc import orthanc_server
+
+    with orthanc_server(tmp_path_factory.mktemp("orthanc"), free_port()) as server:
+        assert server.store(pacs_data["instances"]) == len(pacs_data["instances"])
+        yield server
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole session, bound to 127.0.0.1; shut down at the end.
 

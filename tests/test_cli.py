@@ -68,6 +68,9 @@ def test_serve_refuses_bad_security_and_limit_arguments_in_one_line(small_regist
         ((model, "--host", "hospital.example"), "--host 'hospital.example' is not an IP address"),
         ((model, "--ingress", "nginx"), "invalid choice: 'nginx'"),
         ((model, "--gateway-replicas", "0"), "must be a positive whole number"),
+        ((model, "--pacs", "pacs.example.org"), "must start with http:// or https://"),
+        ((model, "--pacs", "https://pacs.example", "--pacs-ca", str(tmp_path / "none.pem")), "--pacs-ca"),
+        ((model, "--pacs", "https://pacs.example", "--pacs-auth-header-file", str(duplicate)), "one line 'Name: value'"),
     ]
     for args, fragment in cases:
         result = run("serve", *args)
@@ -75,6 +78,28 @@ def test_serve_refuses_bad_security_and_limit_arguments_in_one_line(small_regist
         assert fragment in _one_line_error(result), (args, result.stderr)
     result = run("serve", model, env={**os.environ, "RADIOGENOMICS_INGRESS": "nginx"})  # the switch's variable
     assert result.returncode == 2 and "ingress 'nginx' is not one of haproxy, proxy" in _one_line_error(result)
+
+
+def test_extract_refuses_bad_pacs_arguments_in_one_line(tmp_path: Path) -> None:
+    studies = tmp_path / "studies.csv"
+    studies.write_text("sample_id,study_uid,image_series_uid,mask_series_uid\n")
+    header = tmp_path / "header"
+    header.write_text("Authorization: Bearer abc\nX-Extra: 1\n")
+    out = str(tmp_path / "out.csv")
+    cases = [
+        (("--pacs", "http://127.0.0.1:9", "--out", out), "with --studies"),
+        (("--studies", str(studies), "--out", out), "--pacs URL with --studies"),
+        ((str(studies), "--pacs", "http://127.0.0.1:9", "--studies", str(studies), "--out", out), "not both"),
+        ((str(studies), "--store-report", "--out", out), "use it with --pacs and --studies"),
+        (("--pacs", "ftp://pacs", "--studies", str(studies), "--out", out), "must start with http:// or https://"),
+        (("--pacs", "http://127.0.0.1:9", "--pacs-auth-header-file", str(header), "--studies", str(studies), "--out", out),
+         "must hold one line"),
+        (("--pacs", "http://127.0.0.1:9", "--studies", str(tmp_path / "none.csv"), "--out", out), "studies file not found"),
+    ]
+    for args, fragment in cases:
+        result = run("extract", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert fragment in _one_line_error(result), (args, result.stderr)
 
 
 def test_synth_writes_a_loadable_cohort(tmp_path: Path, hallmark_gmt: Path) -> None:

@@ -56,6 +56,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from radiogenomics.pacs.config import PacsConfig
 from services.pb.inference import grpc_predict_v2_pb2 as v2
 from services.pb.radiogenomics.v1 import (
     common_pb2,
@@ -73,7 +74,7 @@ EXAMPLES = 1100              # hypothesis examples per RPC (one request each; ma
 IN_FLIGHT = 16               # requests outstanding at once
 HEALTH = "grpc.health.v1.Health"
 TOKEN = secrets.token_hex(24)
-TIMEOUTS = {"WatchJob": 2.0, "Watch": 0.5, "PredictStream": 30.0, "ExtractUpload": 60.0, "ExtractFromPath": 60.0}
+TIMEOUTS = {"WatchJob": 2.0, "Watch": 0.5, "PredictStream": 30.0, "ExtractUpload": 60.0, "ExtractFromPath": 60.0, "ExtractFromPacs": 60.0}
 F = FieldDescriptor
 
 
@@ -106,6 +107,7 @@ class Hints:
     histology: list[str]             # the test patients' true classes
     radiomics: list[dict[str, float]]
     job_id: str = ""
+    pacs: dict = field(default_factory=dict)  # UIDs of the cases in the session's PACS
 
     @property
     def n_genes(self) -> int:
@@ -183,7 +185,8 @@ def _tiny_images(folder: Path) -> tuple[bytes, bytes]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
+def fuzz_app(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path_factory: pytest.TempPathFactory,
+             orthanc, pacs_data: dict):
     """The app with auth on, low limits and a finished reference masking job (snapshotted)."""
     from ray import serve
 
@@ -217,6 +220,7 @@ def fuzz_app(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path
     config.prediction.max_batch_profiles = 64
     config.radiomics.max_voxels = 100_000
     config.radiomics.max_upload_bytes = 8 << 20
+    config.radiomics.pacs = PacsConfig(url=orthanc.dicomweb, timeout_s=10)
     config.gateway_deployment.num_cpus = 0.25
     config.radiomics_deployment.num_cpus = 0.25
     serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix="/radiogenomics")
@@ -228,7 +232,8 @@ def fuzz_app(serve_grpc: int, small_registry: Path, small_cohort: Path, tmp_path
         hints = Hints(genes=list(model.genes), features=list(model.spec.features), outputs=list(model.spec.names),
                       classes=list(model.spec.histology_classes), x=model.align(test).astype(np.float32),
                       histology=[str(test.clinical.loc[s, "histology"]) for s in test.sample_ids],
-                      radiomics=[{f: float(test.radiomics.loc[s, f]) for f in model.spec.features} for s in test.sample_ids])
+                      radiomics=[{f: float(test.radiomics.loc[s, f]) for f in model.spec.features} for s in test.sample_ids],
+                      pacs=pacs_data)
 
         submit = channel.unary_unary("/radiogenomics.v1.MaskingService/SubmitJob",
                                      request_serializer=lambda m: m.SerializeToString(),
@@ -553,6 +558,13 @@ def _valid_requests(method: str, app: FuzzApp) -> list[Message]:
             radiomics_pb2.ExtractPathRequest(image_path="images/image.nrrd", mask_path="images/mask.nrrd",
                                              image_format=radiomics_pb2.IMAGE_NRRD, mask_format=radiomics_pb2.MASK_NRRD,
                                              options=options(label=1, case_id="c1", params_yaml="setting:\n  binWidth: 25\n")),
+        ],
+        "ExtractFromPacs": [
+            radiomics_pb2.ExtractPacsRequest(study_uid=h.pacs["seg_study"], image_series_uid=h.pacs["seg_ct"],
+                                             mask_series_uid=h.pacs["segs"]["binary_overlap"],
+                                             options=options(segment="2", params_yaml="setting:\n  minimumROIDimensions: 1\n")),
+            radiomics_pb2.ExtractPacsRequest(study_uid=h.pacs["seg_study"], image_series_uid=h.pacs["seg_ct"],
+                                             mask_series_uid=h.pacs["segs"]["binary"], options=options(case_id="p1")),
         ],
         "GetExtractorInfo": [radiomics_pb2.GetExtractorInfoRequest()],
         "Predict": [prediction_pb2.PredictRequest(model=model, profile=dense(0)),

@@ -120,16 +120,21 @@ def test_dicom_series_with_rtstruct_matches_the_nifti_pair(stub) -> None:
     assert dict(by_path.features) == features
 
 
-def _evenly_spaced_seg_source(tmp_path: Path) -> bytes:
+def evenly_spaced_seg_slices() -> list[pydicom.Dataset]:
     """The 4 CT slices the highdicom SEGs reference, with the one stray slice moved into line (UIDs kept)."""
     slices = [pydicom.dcmread(p) for p in sorted((SHARED / "dicom" / "highdicom_seg" / "source_ct_CT2").iterdir())]
     z = sorted(float(ds.ImagePositionPatient[2]) for ds in slices)
     step = float(np.median(np.diff(z)[np.abs(np.diff(z)) < 50]))
     order = sorted(slices, key=lambda ds: float(ds.ImagePositionPatient[2]))
+    order[0].ImagePositionPatient[2] = order[1].ImagePositionPatient[2] - step
+    return order
+
+
+def _evenly_spaced_seg_source(tmp_path: Path) -> bytes:
+    """`evenly_spaced_seg_slices` as a zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for k, ds in enumerate(order):
-            ds.ImagePositionPatient[2] = order[1].ImagePositionPatient[2] + (k - 1) * step if k == 0 else ds.ImagePositionPatient[2]
+        for k, ds in enumerate(evenly_spaced_seg_slices()):
             out = io.BytesIO()
             ds.save_as(out)
             archive.writestr(f"slice{k}.dcm", out.getvalue())
@@ -150,7 +155,12 @@ def test_dicom_seg_segments(stub, tmp_path: Path) -> None:
 def test_extractor_info(stub) -> None:
     info = stub.GetExtractorInfo(radiomics_pb2.GetExtractorInfoRequest(), metadata=META, timeout=30)
     assert info.pyradiomics_version.startswith("v3.1") and len(info.default_features) == 107
-    assert info.max_voxels == MAX_VOXELS and info.path_access
+    assert info.max_voxels == MAX_VOXELS and info.path_access and not info.pacs_access
+
+
+def test_extract_from_pacs_without_a_pacs_is_a_failed_precondition(stub) -> None:
+    expect_error(grpc.StatusCode.FAILED_PRECONDITION, "no PACS configured (--pacs / radiomics.pacs)", stub.ExtractFromPacs,
+                 radiomics_pb2.ExtractPacsRequest(study_uid="1.2.3", image_series_uid="1.2.3.4"), metadata=META, timeout=30)
 
 
 def test_reflection_lists_the_service(serve_grpc: int, stub) -> None:

@@ -560,6 +560,18 @@ def read_seg_mask(path: Path | str, reference: sitk.Image, segment: int | str | 
         return _seg_mask(path, ds, reference, segment)
 
 
+def seg_segment(path: Path | str, segment: int | str | None = None) -> tuple[int, str]:
+    """The (number, label) of the segment `read_seg_mask` would take for `segment` (same rules, same errors)."""
+    path = Path(path)
+    ds = _read_object(path, "SEG", "a DICOM-SEG")
+    with _malformed(str(path), "DICOM-SEG"):
+        segments = {int(item.SegmentNumber): str(item.get("SegmentLabel", "") or "") for item in ds.get("SegmentSequence", []) or []}
+        if not segments:
+            raise InputError(f"{path}: the SEG lists no segments (empty SegmentSequence); re-export it")
+        number = _choose_segment(path, segments, segment)
+    return number, segments[number]
+
+
 def _seg_mask(path: Path, ds: Dataset, reference: sitk.Image, segment: int | str | None) -> sitk.Image:
     seg_type = str(ds.get("SegmentationType", "") or "").upper()
     if seg_type not in ("BINARY", "FRACTIONAL"):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.pb.radiogenomics.v1 import common_pb2 as radiogenomics_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n radiogenomics/v1/radiomics.proto\x12\x10radiogenomics.v1\x1a\x1dradiogenomics/v1/common.proto\"k\n\x11\x45xtractionOptions\x12\x13\n\x0bparams_yaml\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12\x10\n\x08roi_name\x18\x03 \x01(\t\x12\x0f\n\x07segment\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x05 \x01(\t\"\xac\x01\n\x0cUploadHeader\x12\x33\n\x0cimage_format\x18\x01 \x01(\x0e\x32\x1d.radiogenomics.v1.ImageFormat\x12\x31\n\x0bmask_format\x18\x02 \x01(\x0e\x32\x1c.radiogenomics.v1.MaskFormat\x12\x34\n\x07options\x18\x03 \x01(\x0b\x32#.radiogenomics.v1.ExtractionOptions\"u\n\x0c\x45xtractChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.radiogenomics.v1.UploadHeaderH\x00\x12\x15\n\x0bimage_chunk\x18\x02 \x01(\x0cH\x00\x12\x14\n\nmask_chunk\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"\xd9\x01\n\x12\x45xtractPathRequest\x12\x12\n\nimage_path\x18\x01 \x01(\t\x12\x11\n\tmask_path\x18\x02 \x01(\t\x12\x33\n\x0cimage_format\x18\x03 \x01(\x0e\x32\x1d.radiogenomics.v1.ImageFormat\x12\x31\n\x0bmask_format\x18\x04 \x01(\x0e\x32\x1c.radiogenomics.v1.MaskFormat\x12\x34\n\x07options\x18\x05 \x01(\x0b\x32#.radiogenomics.v1.ExtractionOptions\"\xda\x01\n\x14\x45xtractionProvenance\x12\x1b\n\x13pyradiomics_version\x18\x01 \x01(\t\x12\x13\n\x0bparams_hash\x18\x02 \x01(\t\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x11\n\tmask_hash\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\x05\x12\x13\n\x0bvoxel_count\x18\x06 \x01(\x03\x12\x12\n\nimage_size\x18\x07 \x03(\x03\x12\x15\n\rimage_spacing\x18\x08 \x03(\x01\x12\x1a\n\x12\x65xtraction_seconds\x18\t \x01(\x01\"\x90\x02\n\x0f\x45xtractResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x41\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32/.radiogenomics.v1.ExtractResponse.FeaturesEntry\x12:\n\nprovenance\x18\x03 \x01(\x0b\x32&.radiogenomics.v1.ExtractionProvenance\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x19\n\x17GetExtractorInfoRequest\"\x89\x01\n\rExtractorInfo\x12\x1b\n\x13pyradiomics_version\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_features\x18\x02 \x03(\t\x12\x12\n\nmax_voxels\x18\x03 \x01(\x03\x12\x18\n\x10max_upload_bytes\x18\x04 \x01(\x03\x12\x13\n\x0bpath_access\x18\x05 \x01(\x08*d\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nIMAGE_NRRD\x10\x01\x12\x0f\n\x0bIMAGE_NIFTI\x10\x02\x12\x16\n\x12IMAGE_DICOM_SERIES\x10\x03*o\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\r\n\tMASK_NRRD\x10\x01\x12\x0e\n\nMASK_NIFTI\x10\x02\x12\x12\n\x0eMASK_DICOM_SEG\x10\x03\x12\x11\n\rMASK_RTSTRUCT\x10\x04\x32\xa4\x02\n\x10RadiomicsService\x12T\n\rExtractUpload\x12\x1e.radiogenomics.v1.ExtractChunk\x1a!.radiogenomics.v1.ExtractResponse(\x01\x12Z\n\x0f\x45xtractFromPath\x12$.radiogenomics.v1.ExtractPathRequest\x1a!.radiogenomics.v1.ExtractResponse\x12^\n\x10GetExtractorInfo\x12).radiogenomics.v1.GetExtractorInfoRequest\x1a\x1f.radiogenomics.v1.ExtractorInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n radiogenomics/v1/radiomics.proto\x12\x10radiogenomics.v1\x1a\x1dradiogenomics/v1/common.proto\"k\n\x11\x45xtractionOptions\x12\x13\n\x0bparams_yaml\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\x05\x12\x10\n\x08roi_name\x18\x03 \x01(\t\x12\x0f\n\x07segment\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x05 \x01(\t\"\xac\x01\n\x0cUploadHeader\x12\x33\n\x0cimage_format\x18\x01 \x01(\x0e\x32\x1d.radiogenomics.v1.ImageFormat\x12\x31\n\x0bmask_format\x18\x02 \x01(\x0e\x32\x1c.radiogenomics.v1.MaskFormat\x12\x34\n\x07options\x18\x03 \x01(\x0b\x32#.radiogenomics.v1.ExtractionOptions\"u\n\x0c\x45xtractChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.radiogenomics.v1.UploadHeaderH\x00\x12\x15\n\x0bimage_chunk\x18\x02 \x01(\x0cH\x00\x12\x14\n\nmask_chunk\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"\xd9\x01\n\x12\x45xtractPathRequest\x12\x12\n\nimage_path\x18\x01 \x01(\t\x12\x11\n\tmask_path\x18\x02 \x01(\t\x12\x33\n\x0cimage_format\x18\x03 \x01(\x0e\x32\x1d.radiogenomics.v1.ImageFormat\x12\x31\n\x0bmask_format\x18\x04 \x01(\x0e\x32\x1c.radiogenomics.v1.MaskFormat\x12\x34\n\x07options\x18\x05 \x01(\x0b\x32#.radiogenomics.v1.ExtractionOptions\"\xa6\x01\n\x12\x45xtractPacsRequest\x12\x11\n\tstudy_uid\x18\x01 \x01(\t\x12\x18\n\x10image_series_uid\x18\x02 \x01(\t\x12\x17\n\x0fmask_series_uid\x18\x03 \x01(\t\x12\x34\n\x07options\x18\x04 \x01(\x0b\x32#.radiogenomics.v1.ExtractionOptions\x12\x14\n\x0cstore_report\x18\x05 \x01(\x08\"g\n\nPacsReport\x12\x11\n\tstudy_uid\x18\x01 \x01(\t\x12\x12\n\nseries_uid\x18\x02 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10omitted_features\x18\x04 \x03(\t\"\xda\x01\n\x14\x45xtractionProvenance\x12\x1b\n\x13pyradiomics_version\x18\x01 \x01(\t\x12\x13\n\x0bparams_hash\x18\x02 \x01(\t\x12\x12\n\nimage_hash\x18\x03 \x01(\t\x12\x11\n\tmask_hash\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\x05\x12\x13\n\x0bvoxel_count\x18\x06 \x01(\x03\x12\x12\n\nimage_size\x18\x07 \x03(\x03\x12\x15\n\rimage_spacing\x18\x08 \x03(\x01\x12\x1a\n\x12\x65xtraction_seconds\x18\t \x01(\x01\"\xd7\x02\n\x0f\x45xtractResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x41\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32/.radiogenomics.v1.ExtractResponse.FeaturesEntry\x12:\n\nprovenance\x18\x03 \x01(\x0b\x32&.radiogenomics.v1.ExtractionProvenance\x12(\n\x06timing\x18\x04 \x01(\x0b\x32\x18.radiogenomics.v1.Timing\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fmask_series_uid\x18\x06 \x01(\t\x12,\n\x06report\x18\x07 \x01(\x0b\x32\x1c.radiogenomics.v1.PacsReport\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x19\n\x17GetExtractorInfoRequest\"\x9e\x01\n\rExtractorInfo\x12\x1b\n\x13pyradiomics_version\x18\x01 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_features\x18\x02 \x03(\t\x12\x12\n\nmax_voxels\x18\x03 \x01(\x03\x12\x18\n\x10max_upload_bytes\x18\x04 \x01(\x03\x12\x13\n\x0bpath_access\x18\x05 \x01(\x08\x12\x13\n\x0bpacs_access\x18\x06 \x01(\x08*d\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x0e\n\nIMAGE_NRRD\x10\x01\x12\x0f\n\x0bIMAGE_NIFTI\x10\x02\x12\x16\n\x12IMAGE_DICOM_SERIES\x10\x03*o\n\nMaskFormat\x12\x1b\n\x17MASK_FORMAT_UNSPECIFIED\x10\x00\x12\r\n\tMASK_NRRD\x10\x01\x12\x0e\n\nMASK_NIFTI\x10\x02\x12\x12\n\x0eMASK_DICOM_SEG\x10\x03\x12\x11\n\rMASK_RTSTRUCT\x10\x04\x32\x80\x03\n\x10RadiomicsService\x12T\n\rExtractUpload\x12\x1e.radiogenomics.v1.ExtractChunk\x1a!.radiogenomics.v1.ExtractResponse(\x01\x12Z\n\x0f\x45xtractFromPath\x12$.radiogenomics.v1.ExtractPathRequest\x1a!.radiogenomics.v1.ExtractResponse\x12Z\n\x0f\x45xtractFromPacs\x12$.radiogenomics.v1.ExtractPacsRequest\x1a!.radiogenomics.v1.ExtractResponse\x12^\n\x10GetExtractorInfo\x12).radiogenomics.v1.GetExtractorInfoRequest\x1a\x1f.radiogenomics.v1.ExtractorInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXTRACTRESPONSE_FEATURESENTRY']._loaded_options = None
   _globals['_EXTRACTRESPONSE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEFORMAT']._serialized_start=1371
-  _globals['_IMAGEFORMAT']._serialized_end=1471
-  _globals['_MASKFORMAT']._serialized_start=1473
-  _globals['_MASKFORMAT']._serialized_end=1584
+  _globals['_IMAGEFORMAT']._serialized_start=1737
+  _globals['_IMAGEFORMAT']._serialized_end=1837
+  _globals['_MASKFORMAT']._serialized_start=1839
+  _globals['_MASKFORMAT']._serialized_end=1950
   _globals['_EXTRACTIONOPTIONS']._serialized_start=85
   _globals['_EXTRACTIONOPTIONS']._serialized_end=192
   _globals['_UPLOADHEADER']._serialized_start=195
@@ -46,16 +46,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXTRACTCHUNK']._serialized_end=486
   _globals['_EXTRACTPATHREQUEST']._serialized_start=489
   _globals['_EXTRACTPATHREQUEST']._serialized_end=706
-  _globals['_EXTRACTIONPROVENANCE']._serialized_start=709
-  _globals['_EXTRACTIONPROVENANCE']._serialized_end=927
-  _globals['_EXTRACTRESPONSE']._serialized_start=930
-  _globals['_EXTRACTRESPONSE']._serialized_end=1202
-  _globals['_EXTRACTRESPONSE_FEATURESENTRY']._serialized_start=1155
-  _globals['_EXTRACTRESPONSE_FEATURESENTRY']._serialized_end=1202
-  _globals['_GETEXTRACTORINFOREQUEST']._serialized_start=1204
-  _globals['_GETEXTRACTORINFOREQUEST']._serialized_end=1229
-  _globals['_EXTRACTORINFO']._serialized_start=1232
-  _globals['_EXTRACTORINFO']._serialized_end=1369
-  _globals['_RADIOMICSSERVICE']._serialized_start=1587
-  _globals['_RADIOMICSSERVICE']._serialized_end=1879
+  _globals['_EXTRACTPACSREQUEST']._serialized_start=709
+  _globals['_EXTRACTPACSREQUEST']._serialized_end=875
+  _globals['_PACSREPORT']._serialized_start=877
+  _globals['_PACSREPORT']._serialized_end=980
+  _globals['_EXTRACTIONPROVENANCE']._serialized_start=983
+  _globals['_EXTRACTIONPROVENANCE']._serialized_end=1201
+  _globals['_EXTRACTRESPONSE']._serialized_start=1204
+  _globals['_EXTRACTRESPONSE']._serialized_end=1547
+  _globals['_EXTRACTRESPONSE_FEATURESENTRY']._serialized_start=1500
+  _globals['_EXTRACTRESPONSE_FEATURESENTRY']._serialized_end=1547
+  _globals['_GETEXTRACTORINFOREQUEST']._serialized_start=1549
+  _globals['_GETEXTRACTORINFOREQUEST']._serialized_end=1574
+  _globals['_EXTRACTORINFO']._serialized_start=1577
+  _globals['_EXTRACTORINFO']._serialized_end=1735
+  _globals['_RADIOMICSSERVICE']._serialized_start=1953
+  _globals['_RADIOMICSSERVICE']._serialized_end=2337
 # @@protoc_insertion_point(module_scope)

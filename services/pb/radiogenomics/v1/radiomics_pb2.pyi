@@ -80,6 +80,32 @@ class ExtractPathRequest(_message.Message):
     options: ExtractionOptions
     def __init__(self, image_path: _Optional[str] = ..., mask_path: _Optional[str] = ..., image_format: _Optional[_Union[ImageFormat, str]] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., options: _Optional[_Union[ExtractionOptions, _Mapping]] = ...) -> None: ...
 
+class ExtractPacsRequest(_message.Message):
+    __slots__ = ("study_uid", "image_series_uid", "mask_series_uid", "options", "store_report")
+    STUDY_UID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SERIES_UID_FIELD_NUMBER: _ClassVar[int]
+    MASK_SERIES_UID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    STORE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    study_uid: str
+    image_series_uid: str
+    mask_series_uid: str
+    options: ExtractionOptions
+    store_report: bool
+    def __init__(self, study_uid: _Optional[str] = ..., image_series_uid: _Optional[str] = ..., mask_series_uid: _Optional[str] = ..., options: _Optional[_Union[ExtractionOptions, _Mapping]] = ..., store_report: _Optional[bool] = ...) -> None: ...
+
+class PacsReport(_message.Message):
+    __slots__ = ("study_uid", "series_uid", "sop_instance_uid", "omitted_features")
+    STUDY_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    omitted_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, study_uid: _Optional[str] = ..., series_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., omitted_features: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ExtractionProvenance(_message.Message):
     __slots__ = ("pyradiomics_version", "params_hash", "image_hash", "mask_hash", "label", "voxel_count", "image_size", "image_spacing", "extraction_seconds")
     PYRADIOMICS_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -103,7 +129,7 @@ class ExtractionProvenance(_message.Message):
     def __init__(self, pyradiomics_version: _Optional[str] = ..., params_hash: _Optional[str] = ..., image_hash: _Optional[str] = ..., mask_hash: _Optional[str] = ..., label: _Optional[int] = ..., voxel_count: _Optional[int] = ..., image_size: _Optional[_Iterable[int]] = ..., image_spacing: _Optional[_Iterable[float]] = ..., extraction_seconds: _Optional[float] = ...) -> None: ...
 
 class ExtractResponse(_message.Message):
-    __slots__ = ("case_id", "features", "provenance", "timing", "request_id")
+    __slots__ = ("case_id", "features", "provenance", "timing", "request_id", "mask_series_uid", "report")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,27 +142,33 @@ class ExtractResponse(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_SERIES_UID_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     case_id: str
     features: _containers.ScalarMap[str, float]
     provenance: ExtractionProvenance
     timing: _common_pb2.Timing
     request_id: str
-    def __init__(self, case_id: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Union[ExtractionProvenance, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    mask_series_uid: str
+    report: PacsReport
+    def __init__(self, case_id: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., provenance: _Optional[_Union[ExtractionProvenance, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., request_id: _Optional[str] = ..., mask_series_uid: _Optional[str] = ..., report: _Optional[_Union[PacsReport, _Mapping]] = ...) -> None: ...
 
 class GetExtractorInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ExtractorInfo(_message.Message):
-    __slots__ = ("pyradiomics_version", "default_features", "max_voxels", "max_upload_bytes", "path_access")
+    __slots__ = ("pyradiomics_version", "default_features", "max_voxels", "max_upload_bytes", "path_access", "pacs_access")
     PYRADIOMICS_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_VOXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     PATH_ACCESS_FIELD_NUMBER: _ClassVar[int]
+    PACS_ACCESS_FIELD_NUMBER: _ClassVar[int]
     pyradiomics_version: str
     default_features: _containers.RepeatedScalarFieldContainer[str]
     max_voxels: int
     max_upload_bytes: int
     path_access: bool
-    def __init__(self, pyradiomics_version: _Optional[str] = ..., default_features: _Optional[_Iterable[str]] = ..., max_voxels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., path_access: _Optional[bool] = ...) -> None: ...
+    pacs_access: bool
+    def __init__(self, pyradiomics_version: _Optional[str] = ..., default_features: _Optional[_Iterable[str]] = ..., max_voxels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., path_access: _Optional[bool] = ..., pacs_access: _Optional[bool] = ...) -> None: ...

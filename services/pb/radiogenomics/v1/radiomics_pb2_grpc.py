@@ -44,6 +44,11 @@ class RadiomicsServiceStub:
                 request_serializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPathRequest.SerializeToString,
                 response_deserializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.FromString,
                 _registered_method=True)
+        self.ExtractFromPacs = channel.unary_unary(
+                '/radiogenomics.v1.RadiomicsService/ExtractFromPacs',
+                request_serializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPacsRequest.SerializeToString,
+                response_deserializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.FromString,
+                _registered_method=True)
         self.GetExtractorInfo = channel.unary_unary(
                 '/radiogenomics.v1.RadiomicsService/GetExtractorInfo',
                 request_serializer=radiogenomics_dot_v1_dot_radiomics__pb2.GetExtractorInfoRequest.SerializeToString,
@@ -72,6 +77,24 @@ class RadiomicsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtractFromPacs(self, request, context):
+        """Extract a case stored in the hospital's PACS. The server retrieves it through DICOMweb from the
+        PACS configured on the server (never from an address in the request): QIDO-RS and WADO-RS
+        metadata first (the image series must be a CT within the voxel limit; the segmentation a
+        DICOM-SEG or RTSTRUCT that references that CT), then the instances, streamed into a scratch
+        folder under the same byte limit as uploads and read by the same DICOM readers. With
+        `store_report`, the features are also stored back in the PACS (STOW-RS) as a DICOM SR
+        measurement report (TID 1500) in the same study. Errors: INVALID_ARGUMENT (a malformed UID, a
+        series that is not a CT, a segmentation that does not reference the CT, several candidate
+        segmentations), NOT_FOUND (unknown study or series, naming the UID; no segmentation found),
+        RESOURCE_EXHAUSTED (over the voxel or byte limit), UNAVAILABLE (the PACS unreachable or timing
+        out: retry), FAILED_PRECONDITION (no PACS configured on this server, or the PACS refuses its
+        credentials).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetExtractorInfo(self, request, context):
         """The extractor's version, default parameters and limits.
         """
@@ -90,6 +113,11 @@ def add_RadiomicsServiceServicer_to_server(servicer, server):
             'ExtractFromPath': grpc.unary_unary_rpc_method_handler(
                     servicer.ExtractFromPath,
                     request_deserializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPathRequest.FromString,
+                    response_serializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.SerializeToString,
+            ),
+            'ExtractFromPacs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtractFromPacs,
+                    request_deserializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPacsRequest.FromString,
                     response_serializer=radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.SerializeToString,
             ),
             'GetExtractorInfo': grpc.unary_unary_rpc_method_handler(
@@ -151,6 +179,33 @@ class RadiomicsService:
             target,
             '/radiogenomics.v1.RadiomicsService/ExtractFromPath',
             radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPathRequest.SerializeToString,
+            radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtractFromPacs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radiogenomics.v1.RadiomicsService/ExtractFromPacs',
+            radiogenomics_dot_v1_dot_radiomics__pb2.ExtractPacsRequest.SerializeToString,
             radiogenomics_dot_v1_dot_radiomics__pb2.ExtractResponse.FromString,
             options,
             channel_credentials,
