@@ -127,6 +127,43 @@ def test_feature_codes_module_is_current() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_https_pacs_with_its_ca_and_auth_header(orthanc, pacs_data: dict, tmp_path: Path, monkeypatch) -> None:
+    """nginx in front of Orthanc: TLS with a throw-away CA and a required bearer header, as a hospital runs it.
+
+    $REQUESTS_CA_BUNDLE is set (as on many hosts): it must not replace the configured CA file.
+    """
+    import certifi
+
+    from radiogenomics.errors import Precondition
+    from services.ingress import free_loopback_port
+    from tls_proxy import run_nginx, throwaway_certificate
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    cert, key = throwaway_certificate(folder)
+    port, upstream = free_loopback_port(), orthanc.url.rsplit(":", 1)[1]
+    temp = "".join(f"  {kind}_temp_path {folder}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    config = (f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log warn;\nevents {{}}\nhttp {{\n{temp}  access_log off;\n"
+              f"  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
+              f"    client_max_body_size 64m;\n    location / {{\n"
+              f"      if ($http_authorization != \"Bearer pacs-secret-0123456789\") {{ return 401; }}\n"
+              f"      proxy_pass http://127.0.0.1:{upstream};\n    }}\n  }}\n}}\n")
+    header, wrong = tmp_path / "header", tmp_path / "wrong"
+    header.write_text("Authorization: Bearer pacs-secret-0123456789\n")
+    wrong.write_text("Authorization: Bearer not-the-secret\n")
+    url = f"https://127.0.0.1:{port}/dicom-web"
+    case = (pacs_data["seg_study"], pacs_data["seg_ct"], pacs_data["segs"]["binary"], ExtractionParams(SEG_PARAMS))
+    with run_nginx(config, port, folder):
+        found = extract_from_pacs(PacsConfig(url=url, ca_file=cert, auth_header_file=header), *case, folder=tmp_path / "a")
+        plain = extract_from_pacs(PacsConfig(url=orthanc.dicomweb), *case, folder=tmp_path / "b")
+        assert found.extraction.features == plain.extraction.features
+        with pytest.raises(Precondition, match="TLS certificate this server does not trust"):
+            extract_from_pacs(PacsConfig(url=url, auth_header_file=header), *case, folder=tmp_path / "c")
+        with pytest.raises(Precondition, match=r"refused this server's credentials \(HTTP 401\)"):
+            extract_from_pacs(PacsConfig(url=url, ca_file=cert, auth_header_file=wrong), *case, folder=tmp_path / "d")
+
+
 # ---------------------------------------------------------------------------------------------
 # Through gRPC: the whole app (gateway in front), and a radiomics deployment whose PACS is down
 

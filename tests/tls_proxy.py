@@ -53,11 +53,19 @@ def render(upstream_port: int, listen_port: int, cert: Path, key: Path, folder: 
 def tls_proxy(upstream_port: int, listen_port: int, folder: Path) -> Iterator[bytes]:
     """nginx terminating TLS on `listen_port`; yields the certificate clients must trust."""
     folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o777)  # nginx's workers run as an unprivileged user when started by root
     cert, key = throwaway_certificate(folder)
-    os.chmod(key, 0o644)
+    with run_nginx(render(upstream_port, listen_port, cert, key, folder), listen_port, folder):
+        yield cert.read_bytes()
+
+
+@contextmanager
+def run_nginx(config_text: str, listen_port: int, folder: Path) -> Iterator[None]:
+    """nginx with this configuration (checked with -t first) until it accepts on `listen_port`; stopped by pid."""
+    os.chmod(folder, 0o777)  # nginx's workers run as an unprivileged user when started by root
+    for key in folder.glob("*.key"):
+        os.chmod(key, 0o644)
     config = folder / "nginx.conf"
-    config.write_text(render(upstream_port, listen_port, cert, key, folder))
+    config.write_text(config_text)
     binary = nginx_binary()
     subprocess.run([binary, "-t", "-c", str(config), "-p", str(folder)], check=True, capture_output=True)
     proc = subprocess.Popen([binary, "-c", str(config), "-p", str(folder), "-g", "daemon off;"],
@@ -72,7 +80,7 @@ def tls_proxy(upstream_port: int, listen_port: int, folder: Path) -> Iterator[by
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode()[-2000:]}")
                 time.sleep(0.2)
-        yield cert.read_bytes()
+        yield
     finally:
         proc.terminate()
         proc.wait(timeout=30)

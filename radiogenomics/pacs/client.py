@@ -61,12 +61,22 @@ def from_json(item: dict) -> pydicom.Dataset:
     return pydicom.Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
 
 
+class _PinnedTrust(requests.Session):
+    """A session whose CA bundle is the configured one: requests would otherwise let $REQUESTS_CA_BUNDLE
+    (set on many hosts) silently replace it, and the PACS certificate would be checked against the wrong CAs."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+
 class PacsSession:
     """QIDO-RS, WADO-RS and STOW-RS calls against one configured PACS."""
 
     def __init__(self, config: PacsConfig) -> None:
         self.config = config
-        session = requests.Session()
+        session = _PinnedTrust() if config.ca_file else requests.Session()
         session.verify = str(config.ca_file) if config.ca_file else True
         self.host = urlsplit(config.url).netloc
         self.client = DICOMwebClient(config.url, session=session, headers=config.header(), timeout=config.timeout_s)
