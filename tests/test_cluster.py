@@ -1,16 +1,15 @@
 """A real two-node Ray cluster on 127.0.0.1, started with Ray's own CLI as the compose file does:
 jobs given `--address` spread over both nodes (checked with Ray's state API) and give exactly the
-single-node results. Every node is stopped by its process ids at the end."""
+single-node results; a worker node killed mid-way (its raylet, by pid) changes no result, and a node
+that joins later gets work. Every node is stopped by its process ids at the end (tests/raynodes.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,103 +17,33 @@ import pandas as pd
 import pytest
 
 from radiogenomics.synth import SynthConfig, generate
-from tests.conftest import SMALL_MODEL, cut_library, free_port
-from tests.processes import stop_tree
+from tests.conftest import SMALL_MODEL, cut_library
+from tests.processes import process_tree
+from tests.raynodes import LocalCluster
 
 pytestmark = pytest.mark.slow
 
-RAY = str(Path(sys.executable).parent / "ray")
 CLI = str(Path(sys.executable).parent / "radiogenomics")
-TOKEN = secrets.token_hex(32)
-
-
-def _cluster_env() -> dict[str, str]:
-    """This environment without what would keep Ray single-node or point it at another Ray or Serve."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS") and not k.startswith("RAY_SERVE_")}
-    # Token auth, with this cluster's own token: nothing read from or written to ~/.ray on the machine.
-    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                             f"--dashboard-agent-listen-port={free_port()}", *args],
-                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-STATE = """
-import json, sys
-from ray.util.state import list_actors, list_nodes, list_tasks
-kind, address, name = sys.argv[1], sys.argv[2], sys.argv[3]
-if kind == "nodes":
-    rows = list_nodes(address=address, raise_on_missing_output=False)
-elif kind == "actors":
-    rows = list_actors(address=address, limit=10000, raise_on_missing_output=False)
-else:
-    rows = list_tasks(address=address, filters=[("name", "=", name)], limit=10000, raise_on_missing_output=False)
-print(json.dumps([{k: str(v) for k, v in r.__dict__.items()} if hasattr(r, "__dict__") else {k: str(v) for k, v in dict(r).items()}
-                  for r in rows]))
-"""
-
-
-def _state(env: dict[str, str], dashboard: str, kind: str, name: str = "") -> list[dict]:
-    """Ray's state API, asked from a process that holds the cluster's token (RAY_AUTH_MODE=token)."""
-    result = subprocess.run([sys.executable, "-c", STATE, kind, dashboard, name], env=env, capture_output=True,
-                            text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-1500:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head (1 CPU, resource `rg_head`) and a worker node (1 CPU, `rg_worker`) on 127.0.0.1."""
-    temp = Path(tempfile.mkdtemp(prefix="rgc", dir="/tmp"))  # short: Ray's socket paths live under it
-    port, dashboard_port = free_port(), free_port()
-    env = _cluster_env()
-    head = _node(["--head", f"--port={port}", "--num-cpus=1", '--resources={"rg_head": 1}', f"--temp-dir={temp}",
-                  "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                  f"--ray-client-server-port={free_port()}"], env, temp / "head.log")
-    procs = [head]
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    nodes = LocalCluster(head_cpus=1)
     try:
-        deadline, error = time.monotonic() + 120, ""
-        while time.monotonic() < deadline:
-            try:
-                if _state(env, dashboard, "nodes"):
-                    break
-            except RuntimeError as exc:  # the dashboard is still starting
-                error = str(exc)
-                time.sleep(1)
-        else:
-            raise AssertionError(f"the head's state API never answered: {error}")
-        worker = _node([f"--address=127.0.0.1:{port}", "--num-cpus=1", '--resources={"rg_worker": 1}'],
-                       env, temp / "worker.log")
-        procs.append(worker)
-        while time.monotonic() < deadline:
-            alive = [n for n in _state(env, dashboard, "nodes") if n["state"] == "ALIVE"]
-            if len(alive) == 2:
-                break
-            time.sleep(1)
-        nodes = {n["node_id"]: n for n in _state(env, dashboard, "nodes") if n["state"] == "ALIVE"}
-        assert len(nodes) == 2, (temp / "head.log").read_text()[-2000:] + (temp / "worker.log").read_text()[-2000:]
-        yield {"address": f"127.0.0.1:{port}", "dashboard": dashboard, "env": env, "nodes": nodes}
+        head = set(nodes.alive())
+        worker = nodes.add_worker(cpus=1)
+        alive = nodes.alive()
+        assert len(alive) == 2
+        yield {"address": nodes.address, "dashboard": nodes.dashboard, "env": nodes.env, "nodes": alive, "cluster": nodes,
+               "workers": {node: worker for node in set(alive) - head}}
     finally:
-        left = {}
-        for proc in reversed(procs):
-            left.update(stop_tree(proc.pid))
-            proc.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
+        left = nodes.stop()
         assert not left, f"cluster processes left behind: {left}"
 
 
 def _task_nodes(cluster: dict, name: str) -> dict[str, int]:
-    """How many finished tasks named `name` ran on each node (Ray's state API)."""
-    counts: dict[str, int] = {}
-    for task in _state(cluster["env"], cluster["dashboard"], "tasks", name):
-        if task.get("state") == "FINISHED":
-            counts[task["node_id"]] = counts.get(task["node_id"], 0) + 1
-    return counts
+    return cluster["cluster"].task_nodes(name)
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -172,9 +101,87 @@ def test_train_runs_trials_on_both_nodes_and_exports_a_model(cluster: dict, smal
                    "--address", cluster["address"], "--trials", "4", "--folds", "2", "--max-epochs", "8",
                    "--no-baselines", "--cpus-per-trial", "1", "--quiet"], cluster["env"], timeout=1200)
     folder = Path(result.stdout.strip().splitlines()[-1])  # the artifact path is the last line
-    trials = [a for a in _state(cluster["env"], cluster["dashboard"], "actors")
+    trials = [a for a in cluster["cluster"].state("actors")
               if "cv_trainable" in a.get("class_name", "") or "ImplicitFunc" in a.get("class_name", "")]
     assert {a["node_id"] for a in trials} == set(cluster["nodes"]), [(a["class_name"], a["node_id"]) for a in trials]
     model = load_model(folder)
     preds = model.predict(model.align(load_cohort(small_cohort / "test")))
     assert preds.features.shape == (40, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# A node lost mid-way (these run last: they kill the module's worker node and start others)
+
+
+def _kill_raylet(node: subprocess.Popen) -> int:
+    """SIGKILL the raylet of the node `ray start --block` process `node` (its workers die with it)."""
+    raylets = [pid for pid, cmd in process_tree(node.pid).items() if cmd.split(b"\0")[0].endswith(b"/raylet")]
+    assert len(raylets) == 1, process_tree(node.pid)
+    os.kill(raylets[0], signal.SIGKILL)
+    return raylets[0]
+
+
+def _kill_when_working(cluster: dict, job: subprocess.Popen, task: str, node_id: str, before: int) -> None:
+    """Wait until `node_id` has finished a task named `task` of this job, then kill that node's raylet."""
+    deadline = time.monotonic() + 300
+    while _task_nodes(cluster, task).get(node_id, 0) <= before:
+        assert job.poll() is None, "the job ended before the node could be killed; give it more work"
+        assert time.monotonic() < deadline, "no task ever ran on the node"
+        time.sleep(0.5)
+    _kill_raylet(cluster["workers"][node_id])
+
+
+def _gone(cluster: dict, node_id: str, timeout: float = 120) -> None:
+    """The head declares the killed node dead (it took part until then: the job's tasks ran on it)."""
+    deadline = time.monotonic() + timeout
+    while node_id in cluster["cluster"].alive():
+        assert time.monotonic() < deadline, "the killed node is still listed alive"
+        time.sleep(1)
+
+
+def test_a_node_lost_mid_mask_changes_no_result(cluster: dict, small_registry: Path, small_cohort: Path,
+                                               tmp_path: Path) -> None:
+    gmt = cut_library(small_cohort, 40, tmp_path / "sets.gmt")
+    common = [str(small_registry / SMALL_MODEL / "1"), str(small_cohort / "test"), "--gene-sets", str(gmt),
+              "--nulls", "1500", "--seed", "5", "--quiet"]
+    _run(["mask", *common, "--out", str(tmp_path / "single.csv")], {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    (worker,) = [n for n in cluster["nodes"] if n in cluster["workers"]]
+    before = _task_nodes(cluster, "_chunk_task").get(worker, 0)
+    job = subprocess.Popen([CLI, "mask", *common, "--out", str(tmp_path / "cluster.csv"), "--address", cluster["address"]],
+                           env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_when_working(cluster, job, "_chunk_task", worker, before)
+    out, err = job.communicate(timeout=900)
+    assert job.returncode == 0, err[-3000:]
+    _gone(cluster, worker)
+    key = ["output", "gene_set"]
+    a = pd.read_csv(tmp_path / "cluster.csv").sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(tmp_path / "single.csv").sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_a_node_that_joins_later_gets_work_and_losing_it_loses_no_case(cluster: dict, images: Path, tmp_path: Path) -> None:
+    nodes: LocalCluster = cluster["cluster"]
+    before = set(nodes.alive())
+    proc = nodes.add_worker(cpus=1, resource="rg_late")
+    (late,) = set(nodes.alive()) - before
+    cluster["workers"][late] = proc
+    first = tmp_path / "first.csv"
+    _run(["extract", str(images), "--out", str(first), "--address", cluster["address"], "--quiet"], cluster["env"])
+    assert _task_nodes(cluster, "extract_case").get(late, 0) > 0  # the new node took cases
+    done_on_late = _task_nodes(cluster, "extract_case")[late]
+    out = tmp_path / "again.csv"
+    job = subprocess.Popen([CLI, "extract", str(images), "--out", str(out), "--address", cluster["address"], "--quiet",
+                            "--workers", "2"], env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_when_working(cluster, job, "extract_case", late, done_on_late)
+    stdout, stderr = job.communicate(timeout=900)
+    assert job.returncode == 0, stderr[-3000:]
+    _gone(cluster, late)
+    summary = json.loads(stdout.splitlines()[-1])
+    assert (summary["extracted"], summary["failed"]) == (10, 0)
+    rows = pd.read_csv(out)
+    assert sorted(rows["sample_id"]) == sorted(pd.read_csv(first)["sample_id"]) and rows["sample_id"].is_unique
+    features = [c for c in rows.columns if c.startswith("original_")]
+    a = rows.sort_values("sample_id").reset_index(drop=True)[features]
+    b = pd.read_csv(first).sort_values("sample_id").reset_index(drop=True)[features]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)  # every case exactly once, with its exact features
