@@ -124,7 +124,23 @@ def reap_haproxy(folder: Path, timeout_s: float = 5.0) -> list[int]:
 
     Returns the pids that had to be stopped (empty when Serve had stopped them itself).
     """
-    pids = left = haproxy_pids(folder)
+    pids: list[int] = []
+    quiet_until = time.monotonic() + QUIET_S
+    while time.monotonic() < quiet_until:  # a reload racing with the shutdown can start one more (`-sf old`)
+        left = haproxy_pids(folder)
+        if left:
+            pids += [pid for pid in left if pid not in pids]
+            _stop(folder, left, timeout_s)
+            quiet_until = time.monotonic() + QUIET_S
+        time.sleep(0.05)
+    shutil.rmtree(folder, ignore_errors=True)
+    return pids
+
+
+QUIET_S = 1.0  # how long no HAProxy of the folder may appear before it counts as reaped
+
+
+def _stop(folder: Path, left: list[int], timeout_s: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in left:
             try:
@@ -135,9 +151,7 @@ def reap_haproxy(folder: Path, timeout_s: float = 5.0) -> list[int]:
         while (left := haproxy_pids(folder)) and time.monotonic() < deadline:
             time.sleep(0.05)
         if not left:
-            break
-    shutil.rmtree(folder, ignore_errors=True)
-    return pids
+            return
 
 
 def exclusive_replica_ports() -> None:

@@ -243,9 +243,10 @@ def run_batch(
     if not todo:  # everything is done already: no need for Ray
         return BatchSummary(total=len(cases), extracted=0, skipped=len(cases), failed=0, out=out, failures=fail_path)
     with ray_session(address, num_cpus=workers):
-        task = ray.remote(num_cpus=1, max_retries=1)(extract_case)
+        # SPREAD: cases go to every node; the default packs them on the driver's node while it has room.
+        task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(extract_case)
         params_ref = ray.put(params)
-        limit = workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))  # all CPUs, busy or not at this instant
         pending: dict = {}
         queue = list(todo)
         with tqdm(total=len(todo), desc="extract", unit="case", disable=not progress) as bar:

@@ -172,7 +172,8 @@ def _run_on_ray(kernel: MaskingKernel, plan: MaskingPlan, bar: tqdm, address: st
 
     results: dict[int, np.ndarray] = {}
     with ray_session(address):
-        task = ray.remote(num_cpus=1, max_retries=2)(_chunk_task)
+        # SPREAD: chunks are short, and Ray would otherwise keep reusing a worker leased on the driver's node.
+        task = ray.remote(num_cpus=1, max_retries=2, scheduling_strategy="SPREAD")(_chunk_task)
         kernel_ref = ray.put(kernel)  # once: every task reads the same copy from the object store
         limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         queue = list(range(len(plan.chunks)))
