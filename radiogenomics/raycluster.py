@@ -43,3 +43,36 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         yield
     finally:
         ray.shutdown()
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_visible_on_every_node(paths: list[str], what: str) -> None:
+    """Refuse a cluster job whose input files some node cannot see, before any work starts.
+
+    Tasks read their inputs where they run: a path on the submitting machine's local disk, absent
+    on another node, would fail there case by case. One zero-CPU task per alive node looks; the
+    error names the first node and path that failed. Only paths this (the submitting) machine
+    sees are checked: a file missing everywhere stays the failure of its own case. On a single node
+    it is a no-op.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from radiogenomics.errors import InputError
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    paths = sorted({str(p) for p in paths if os.path.exists(p)})
+    if len(nodes) < 2 or not paths:
+        return
+    look = ray.remote(num_cpus=0, max_retries=0)(_missing)
+    checks = {n["NodeManagerAddress"] + " (node " + n["NodeID"][:12] + ")": look.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths) for n in nodes}
+    for node, ref in checks.items():
+        missing = ray.get(ref, timeout=120)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise InputError(f"{what} {missing[0]}{more} is not visible on Ray node {node}; put the inputs on "
+                             "storage every node mounts at the same path (e.g. /data)")

@@ -70,19 +70,27 @@ class LocalCluster:
         self.stop()
         raise RuntimeError(f"the head's state API never answered: {error}")
 
-    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+    def _start(self, args: list[str], name: str, hide: Path | None = None) -> subprocess.Popen:
         log = (self.temp / f"{name}.log").open("w")
-        proc = subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                                 f"--dashboard-agent-listen-port={free_loopback_port()}", *args],
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                   f"--dashboard-agent-listen-port={free_loopback_port()}", *args]
+        if hide is not None:
+            command = ["unshare", "--map-root-user", "--mount", "sh", "-c",
+                       'mount -t tmpfs none "$0" && exec "$@"', str(hide), *command]
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
-    def add_worker(self, cpus: int = 1, resource: str = "rg_worker", timeout: float = 120) -> subprocess.Popen:
-        """Start a worker node and wait until the head lists it alive."""
+    def add_worker(self, cpus: int = 1, resource: str = "rg_worker", timeout: float = 120,
+                   hide: Path | None = None) -> subprocess.Popen:
+        """Start a worker node and wait until the head lists it alive.
+
+        `hide`: the node runs in its own mount namespace (unshare, unprivileged) where that folder is
+        an empty tmpfs, as a node without the shared storage would see it.
+        """
         before = len(self.alive())
         proc = self._start([f"--address={self.address}", f"--num-cpus={cpus}", f'--resources={{"{resource}": 1}}'],
-                           f"worker{len(self.procs)}")
+                           f"worker{len(self.procs)}", hide)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.alive()) > before:

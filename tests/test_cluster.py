@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,16 +28,21 @@ CLI = str(Path(sys.executable).parent / "radiogenomics")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head (1 CPU, resource `rg_head`) and a worker node (1 CPU, `rg_worker`) on 127.0.0.1."""
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A head (1 CPU, resource `rg_head`) and a worker node (1 CPU, `rg_worker`) on 127.0.0.1.
+
+    The worker cannot see one folder (`hidden`: an empty tmpfs in its own mount namespace), as a
+    node without the shared storage would not.
+    """
+    hidden = tmp_path_factory.mktemp("only-on-the-head")
     nodes = LocalCluster(head_cpus=1)
     try:
         head = set(nodes.alive())
-        worker = nodes.add_worker(cpus=1)
+        worker = nodes.add_worker(cpus=1, hide=hidden)
         alive = nodes.alive()
         assert len(alive) == 2
         yield {"address": nodes.address, "dashboard": nodes.dashboard, "env": nodes.env, "nodes": alive, "cluster": nodes,
-               "workers": {node: worker for node in set(alive) - head}}
+               "workers": {node: worker for node in set(alive) - head}, "hidden": hidden}
     finally:
         left = nodes.stop()
         assert not left, f"cluster processes left behind: {left}"
@@ -73,6 +79,21 @@ def test_extract_spreads_over_both_nodes_and_equals_a_single_node_run(cluster: d
     features = [c for c in a.columns if c.startswith("original_")]
     assert len(features) > 100 and list(a["sample_id"]) == list(b["sample_id"])
     pd.testing.assert_frame_equal(a[features], b[features], check_exact=True)  # the same numbers, to the last bit
+
+
+def test_files_a_node_cannot_see_are_refused_at_submission(cluster: dict, images: Path) -> None:
+    """Inputs on the submitting machine's own disk: one line naming the node that cannot see them, no work done."""
+    copy = cluster["hidden"] / "images"
+    shutil.copytree(images.parent, copy)
+    out = cluster["hidden"] / "features.csv"
+    result = subprocess.run([CLI, "extract", str(copy / images.name), "--out", str(out), "--address", cluster["address"],
+                             "--quiet"], env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not visible on Ray node " in lines[0], result.stderr[-2000:]
+    (worker,) = cluster["workers"]
+    assert worker[:12] in lines[0] and str(copy) in lines[0]
+    assert not out.exists()
 
 
 def test_mask_spreads_over_both_nodes_and_equals_a_single_node_run(cluster: dict, small_registry: Path,

@@ -229,7 +229,7 @@ def run_batch(
     """
     import ray
 
-    from radiogenomics.raycluster import ray_session
+    from radiogenomics.raycluster import check_visible_on_every_node, ray_session
 
     cases = read_studies(Path(manifest)) if pacs is not None else read_cases(Path(manifest))
     out = Path(out)
@@ -243,6 +243,8 @@ def run_batch(
     if not todo:  # everything is done already: no need for Ray
         return BatchSummary(total=len(cases), extracted=0, skipped=len(cases), failed=0, out=out, failures=fail_path)
     with ray_session(address, num_cpus=workers):
+        if pacs is None:
+            check_visible_on_every_node([p for c in todo for p in (c.image, c.mask)], "case file")
         # SPREAD: cases go to every node; the default packs them on the driver's node while it has room.
         task = ray.remote(num_cpus=1, max_retries=1, scheduling_strategy="SPREAD")(extract_case)
         params_ref = ray.put(params)
