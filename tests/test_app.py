@@ -216,7 +216,7 @@ def _call(channel: grpc.Channel, path: str, request_class, method, metadata) -> 
 def test_every_rpc_needs_a_valid_token_and_health_stays_open(app: dict) -> None:
     channel = app["client"].channel
     rpcs = _every_rpc()
-    assert len(rpcs) == 18
+    assert len(rpcs) == 19
     for metadata in ((), (("authorization", "Bearer " + "0" * 64),), (("authorization", TOKENS["pacs-gateway"]),),
                      (("authorization", "Basic " + TOKENS["pacs-gateway"]),)):
         for path, request_class, method in rpcs:

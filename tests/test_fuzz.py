@@ -1,7 +1,7 @@
 """Property-based fuzzing of every RPC of the app (issue #8, item 6).
 
 The whole app (gateway, radiomics, masking) runs on Ray Serve's gRPC proxy with access control
-on. For each of the 20 RPCs, hypothesis draws at least 1,000 requests from three kinds of input:
+on. For each of the 21 RPCs, hypothesis draws at least 1,000 requests from three kinds of input:
 
   raw       random bytes sent as the serialized request (identity serializers)
   struct    messages built from the request's descriptor with random field values: unicode and
