@@ -6,7 +6,7 @@ holding the cluster's token runs the jobs against it (as `--address` does), then
 pyradiomics and torch, so process start-up is not timed. Both runs must give identical results.
 Goal (issue #15): >= 1.7x throughput with 2 nodes for masking and for extraction.
 
-    python bench/cluster.py [--cases 24] [--nulls 1000]
+    python bench/cluster.py [--cases 24] [--nulls 3000] [--chunk-sets 1024]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _warm_every_node() -> None:
     assert sorted(got) == sorted(nodes)
 
 
-def _measure(work: Path, tag: str, address: str, nulls: int) -> dict:
+def _measure(work: Path, tag: str, address: str, nulls: int, chunk_sets: int) -> dict:
     """One measurement, run in a driver process that has the cluster's token in its environment."""
     import ray
 
@@ -65,7 +65,7 @@ def _measure(work: Path, tag: str, address: str, nulls: int) -> dict:
         extraction = time.perf_counter() - start
         assert summary.failed == 0, summary
         start = time.perf_counter()
-        result = run_masking(model, data, library, MaskingOptions(n_nulls=nulls, seed=5), address=address)
+        result = run_masking(model, data, library, MaskingOptions(n_nulls=nulls, seed=5, chunk_sets=chunk_sets), address=address)
         masking = time.perf_counter() - start
     finally:
         ray.shutdown()
@@ -74,9 +74,9 @@ def _measure(work: Path, tag: str, address: str, nulls: int) -> dict:
             "evaluations": result.evaluations}
 
 
-def _driver(work: Path, tag: str, cluster: LocalCluster, nulls: int) -> dict:
+def _driver(work: Path, tag: str, cluster: LocalCluster, nulls: int, chunk_sets: int) -> dict:
     result = subprocess.run([sys.executable, __file__, "--driver", str(work), "--tag", tag, "--address", cluster.address,
-                             "--nulls", str(nulls)], env=cluster.env, capture_output=True, text=True, timeout=3600)
+                             "--nulls", str(nulls), "--chunk-sets", str(chunk_sets)], env=cluster.env, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -85,13 +85,15 @@ def _driver(work: Path, tag: str, cluster: LocalCluster, nulls: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=24, help="cases to extract (pyradiomics' lung1 CT, repeated)")
-    parser.add_argument("--nulls", type=int, default=1000, help="null sets per size in the masking job")
+    parser.add_argument("--nulls", type=int, default=3000, help="null sets per size in the masking job")
+    parser.add_argument("--chunk-sets", type=int, default=1024,
+                        help="gene sets per masking task (default 1024; the job default 256 is sized for one machine)")
     parser.add_argument("--driver", type=Path, help=argparse.SUPPRESS)  # internal: measure in this process
     parser.add_argument("--tag", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:
-        print(json.dumps(_measure(args.driver, args.tag, args.address, args.nulls)))
+        print(json.dumps(_measure(args.driver, args.tag, args.address, args.nulls, args.chunk_sets)))
         return 0
     import pandas as pd
 
@@ -118,9 +120,9 @@ def main() -> int:
 
     cluster = LocalCluster(head_cpus=1)
     try:
-        one = _driver(work, "1", cluster, args.nulls)
+        one = _driver(work, "1", cluster, args.nulls, args.chunk_sets)
         cluster.add_worker(cpus=1)
-        two = _driver(work, "2", cluster, args.nulls)
+        two = _driver(work, "2", cluster, args.nulls, args.chunk_sets)
         spread = {name: sorted(cluster.task_nodes(name).values()) for name in ("extract_case", "_chunk_task")}
     finally:
         left = cluster.stop()
@@ -132,7 +134,7 @@ def main() -> int:
         same = [c for c in a.columns if not c.startswith("provenance_seconds")]  # all but the timing column
         pd.testing.assert_frame_equal(a[same], b[same], check_exact=True)
     print(f"extraction: {one['cases']} cases of lung1 (512 x 512 x 48 CT); masking: {len(keep)} sets, {args.nulls} nulls per size, "
-          f"{one['evaluations']:,} evaluations; 1 CPU per node, 127.0.0.1; identical results on 1 and 2 nodes")
+          f"{one['evaluations']:,} evaluations in tasks of {args.chunk_sets} sets; 1 CPU per node, 127.0.0.1; identical results on 1 and 2 nodes")
     print(f"  finished tasks per node over both runs (state API): {spread}")
     for name, key_s, unit, count in (("extraction", "extraction_s", "cases/s", one["cases"]),
                                      ("masking", "masking_s", "evaluations/s", one["evaluations"])):

@@ -207,7 +207,8 @@ def _cmd_mask(args: argparse.Namespace) -> int:
     library = library_from_gmt(args.gene_sets) if args.gene_sets is not None else library_single_genes(model)
     cohort = load_cohort(args.cohort, require_radiomics=bool(model.spec.features), require_clinical=model.spec.has_histology)
     data = prepare(model, cohort)
-    options = MaskingOptions(mode=MaskingMode(args.mode), n_nulls=args.nulls, seed=args.seed, min_covered=args.min_covered)
+    options = MaskingOptions(mode=MaskingMode(args.mode), n_nulls=args.nulls, seed=args.seed, min_covered=args.min_covered,
+                             chunk_sets=args.chunk_sets)
     result = run_masking(model, data, library, options, address=args.address, progress=not args.quiet)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
@@ -342,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nulls", type=_positive_int, default=1000, help="random size-matched sets per size (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the null sets (default 0)")
     p.add_argument("--min-covered", type=_positive_int, default=1, help="skip sets with fewer model genes (default 1)")
+    p.add_argument("--chunk-sets", type=_positive_int, default=256,
+                   help="gene sets (observed + null) per Ray task (default 256; on a multi-node cluster larger, "
+                        "e.g. 1024: fewer, longer tasks spread better; results do not depend on it)")
     p.add_argument("--address", help="Ray cluster address (default: a local Ray on 127.0.0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_mask)
