@@ -1,9 +1,11 @@
-"""RadiomicsService on Ray Serve: a thin gRPC adapter over `radiogenomics.extraction`.
+"""RadiomicsService on Ray Serve: a thin gRPC adapter over `radiogenomics.extraction` and `radiogenomics.pacs`.
 
 Uploads arrive as a client stream (header, image chunks, mask chunks) and are spooled to a
 temporary folder that is removed after the request; path requests read files under a configured
-data root and nothing outside it. pyradiomics runs in a worker thread so the replica keeps
-answering health checks while it computes. Replicas are CPU-bound: `num_cpus` each (default 1).
+data root and nothing outside it; PACS requests are retrieved through DICOMweb from the PACS
+configured on the server into a per-request scratch folder. Reading and extraction run in a child
+process (a file that crashes a native reader takes the child, not the replica), so the replica
+keeps answering health checks while it computes. Replicas are CPU-bound: `num_cpus` each (default 1).
 """
 
 from __future__ import annotations
