@@ -26,7 +26,6 @@ from ray.serve.grpc_util import gRPCInputStream
 from radiogenomics.errors import InputError, LimitExceeded
 from radiogenomics.extraction.extract import Extraction, extract_files
 from radiogenomics.extraction.params import parse_params
-from radiogenomics.pacs.client import check_uid
 from radiogenomics.pacs.config import PacsConfig
 from services import metrics
 from services.edge import edge
@@ -261,10 +260,6 @@ class RadiomicsServer(Forwardable):
             if self.config.pacs is None:
                 raise Precondition("ExtractFromPacs is disabled: this server has no PACS configured (--pacs / "
                                    "radiomics.pacs); upload with ExtractUpload instead")
-            check_uid(request.study_uid, "study_uid")
-            check_uid(request.image_series_uid, "image_series_uid")
-            if request.mask_series_uid:
-                check_uid(request.mask_series_uid, "mask_series_uid")
             params = parse_params(request.options.params_yaml, "options.params_yaml")
             found = await self._in_child(_pacs_in_child, self.config.pacs, request.SerializeToString(), params,
                                          _options(request.options), self.config.max_upload_bytes,

@@ -27,7 +27,6 @@ from radiogenomics.extraction.params import ExtractionParams
 from radiogenomics.pacs.config import PacsConfig
 
 OPTIONAL_COLUMNS = ("Label", "ROI", "Segment")
-STUDY_COLUMNS = ("study_uid", "image_series_uid", "mask_series_uid")
 
 
 @dataclass(frozen=True)

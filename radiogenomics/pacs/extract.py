@@ -39,25 +39,18 @@ def extract_from_pacs(config: PacsConfig, study_uid: str, image_series_uid: str,
                       store_report: bool = False) -> PacsExtraction:
     """Retrieve the case into `folder` (a per-request scratch folder the caller removes) and extract it."""
     with quiet_dicom():
-        return _extract(config, study_uid, image_series_uid, mask_series_uid, params, Path(folder), label, roi,
-                        segment, max_bytes, max_voxels, store_report)
-
-
-def _extract(config: PacsConfig, study_uid: str, image_series_uid: str, mask_series_uid: str | None,
-             params: ExtractionParams, folder: Path, label: int | None, roi: str | None, segment: int | str | None,
-             max_bytes: int | None, max_voxels: int | None, store_report: bool) -> PacsExtraction:
-    session = PacsSession(config)
-    case = retrieve_case(session, study_uid, image_series_uid, mask_series_uid, folder,
-                         max_bytes=max_bytes, max_voxels=max_voxels)
-    extraction = extract_files(str(case.image_dir), str(case.mask_path), params, image_format="dicom",
-                               mask_format=case.mask_format, label=label, roi=roi, segment=segment,
-                               max_voxels=max_voxels)
-    report = None
-    if store_report:
-        mask = pydicom.dcmread(case.mask_path, stop_before_pixels=True)
-        chosen = seg_segment(case.mask_path, segment) if case.mask_format == "dicom-seg" else None
-        sr, omitted = features_report(extraction, case.image_metadata, mask, segment=chosen, roi=roi)
-        session.store([sr])
-        report = StoredReport(str(sr.StudyInstanceUID), str(sr.SeriesInstanceUID), str(sr.SOPInstanceUID),
-                              tuple(omitted))
+        session = PacsSession(config)
+        case = retrieve_case(session, study_uid, image_series_uid, mask_series_uid, Path(folder),
+                             max_bytes=max_bytes, max_voxels=max_voxels)
+        extraction = extract_files(str(case.image_dir), str(case.mask_path), params, image_format="dicom",
+                                   mask_format=case.mask_format, label=label, roi=roi, segment=segment,
+                                   max_voxels=max_voxels)
+        report = None
+        if store_report:
+            mask = pydicom.dcmread(case.mask_path, stop_before_pixels=True)
+            chosen = seg_segment(case.mask_path, segment) if case.mask_format == "dicom-seg" else None
+            sr, omitted = features_report(extraction, case.image_metadata, mask, segment=chosen, roi=roi)
+            session.store([sr])
+            report = StoredReport(str(sr.StudyInstanceUID), str(sr.SeriesInstanceUID), str(sr.SOPInstanceUID),
+                                  tuple(omitted))
     return PacsExtraction(extraction, case.mask_series_uid, report)
