@@ -178,6 +178,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run.serve_forever(run.ServeOptions(
         model=args.model, grpc_port=args.grpc_port, metrics_port=args.metrics_port, address=args.address,
         host=args.host, ingress=args.ingress, gateway_replicas=args.gateway_replicas,
+        radiomics_replicas=args.radiomics_replicas, proxy_location=args.proxy_location,
+        max_replicas_per_node=args.max_replicas_per_node, radiomics_cpus=args.radiomics_cpus,
         max_batch_profiles=args.max_batch_profiles, jobs_dir=args.jobs_dir, data_root=args.data_root,
         gene_sets=dict(args.gene_sets or []), auth_tokens=args.auth_tokens, audit_dir=args.audit_dir,
         request_timeout_s=args.request_timeout, max_message_bytes=args.max_message_bytes,
@@ -364,7 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "classic Python gRPC proxy, which listens on every interface (default: $RADIOGENOMICS_INGRESS, "
                         "else haproxy; local Ray only)")
     p.add_argument("--gateway-replicas", type=_positive_int,
-                   help="gateway (prediction) replicas, balanced by HAProxy (default: one per CPU)")
+                   help="gateway (prediction) replicas, balanced by HAProxy (default: one per CPU of this machine)")
+    p.add_argument("--radiomics-replicas", type=_positive_int, default=1,
+                   help="radiomics (extraction) replicas (default 1)")
+    p.add_argument("--radiomics-cpus", type=_positive_float, default=1.0,
+                   help="CPUs reserved for each radiomics replica (default 1; pyradiomics runs one case on one core)")
+    p.add_argument("--max-replicas-per-node", type=_positive_int,
+                   help="with --address: at most N replicas of a deployment on one node (1 spreads the gateway and "
+                        "radiomics replicas over the nodes, so losing one node leaves the others serving; "
+                        "default: Serve's placement, which may pack them on one node)")
+    p.add_argument("--proxy-location", choices=("EveryNode", "HeadOnly"), default="EveryNode",
+                   help="with --address: where the gRPC ingress runs, on every node with a replica (default) or "
+                        "on the head only (e.g. several Ray nodes on one machine, which would share the port)")
     p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port of a local Ray (default 8080)")
     p.add_argument("--max-batch-profiles", type=_positive_int, default=1024, help="profiles per request (default 1024)")
     p.add_argument("--jobs-dir", type=Path, default=Path("radiogenomics-jobs"),

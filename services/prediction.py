@@ -65,6 +65,8 @@ class DeploymentOptions(BaseModel):
     num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per replica (mostly waiting on I/O and the batch)")
     max_ongoing_requests: int = Field(128, ge=1, description="must be >= max_batch_size for batches to fill")
     access_log: bool = Field(False, description="Serve's per-request access log (costs ~1 ms a request; the audit log is separate)")
+    max_replicas_per_node: int | None = Field(None, ge=1, description="at most this many replicas on one Ray node "
+                                              "(1 spreads them over the nodes; None: Serve may pack them on one)")
 
     def options(self, config: PredictionConfig) -> dict[str, Any]:
         """Serve deployment options for a replica serving `config` (checked against its batch size)."""
@@ -72,9 +74,10 @@ class DeploymentOptions(BaseModel):
             raise InputError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
                              f"({config.max_batch_size}) or batches never fill")
         scaling = {"autoscaling_config": self.autoscaling} if self.autoscaling else {"num_replicas": self.num_replicas}
+        placement = {"max_replicas_per_node": self.max_replicas_per_node} if self.max_replicas_per_node else {}
         return {"ray_actor_options": {"num_cpus": self.num_cpus}, "max_ongoing_requests": self.max_ongoing_requests,
                 "user_config": config.model_dump(mode="json"), "logging_config": {"enable_access_log": self.access_log},
-                **scaling}
+                **scaling, **placement}
 
 
 def profile_from_message(message: common_pb2.ExpressionProfile) -> Profile:

@@ -63,10 +63,14 @@ class RadiomicsDeployment(BaseModel):
     autoscaling: dict[str, Any] | None = Field(None, description="Serve autoscaling_config; replaces num_replicas")
     num_cpus: float = Field(1.0, ge=0, description="CPUs per replica (pyradiomics is CPU-bound)")
     max_ongoing_requests: int = Field(4, ge=1, description="extractions in progress per replica")
+    max_replicas_per_node: int | None = Field(None, ge=1, description="at most this many replicas on one Ray node "
+                                              "(1 spreads them over the nodes; None: Serve may pack them on one)")
 
     def options(self) -> dict[str, Any]:
         scaling = {"autoscaling_config": self.autoscaling} if self.autoscaling else {"num_replicas": self.num_replicas}
-        return {"ray_actor_options": {"num_cpus": self.num_cpus}, "max_ongoing_requests": self.max_ongoing_requests, **scaling}
+        placement = {"max_replicas_per_node": self.max_replicas_per_node} if self.max_replicas_per_node else {}
+        return {"ray_actor_options": {"num_cpus": self.num_cpus}, "max_ongoing_requests": self.max_ongoing_requests,
+                **scaling, **placement}
 
 
 def _suffix(fmt: str, first_bytes: bytes) -> str:

@@ -33,6 +33,10 @@ from services.ingress import active_ingress, chosen_ingress, free_loopback_port,
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
+UNPLACED_TIMEOUT_S = 45  # Serve reports a replica it cannot place after 30 s
+#: Where Serve runs the ingress (HAProxy or its proxy): every node with a replica, or the head only
+#: (one machine holding several Ray nodes, whose ingresses would all want the same port).
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly")
 MAX_MESSAGE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 
 
@@ -43,6 +47,10 @@ class ServeOptions:
     host: str = "127.0.0.1"               # where the HAProxy ingress listens
     ingress: str | None = None            # None: $RADIOGENOMICS_INGRESS, else "haproxy"
     gateway_replicas: int | None = None   # None: one per CPU of the machine
+    radiomics_replicas: int = 1
+    radiomics_cpus: float = 1.0
+    max_replicas_per_node: int | None = None  # None: Serve's placement (it may pack a deployment on one node)
+    proxy_location: str = "EveryNode"     # Serve's: an ingress on every node with a replica; or "HeadOnly"
     metrics_port: int | None = 8080
     address: str | None = None
     max_batch_profiles: int = 1024
@@ -116,6 +124,18 @@ def app_config(options: ServeOptions):
     if options.gateway_replicas is not None and options.gateway_replicas < 1:
         raise InputError(f"--gateway-replicas {options.gateway_replicas} must be at least 1")
     config.gateway_deployment.num_replicas = options.gateway_replicas or machine_cpus()
+    if options.radiomics_replicas < 1:
+        raise InputError(f"--radiomics-replicas {options.radiomics_replicas} must be at least 1")
+    config.radiomics_deployment.num_replicas = options.radiomics_replicas
+    if options.radiomics_cpus <= 0:
+        raise InputError(f"--radiomics-cpus {options.radiomics_cpus} must be above 0")
+    config.radiomics_deployment.num_cpus = options.radiomics_cpus
+    if options.max_replicas_per_node is not None and options.max_replicas_per_node < 1:
+        raise InputError(f"--max-replicas-per-node {options.max_replicas_per_node} must be at least 1")
+    config.gateway_deployment.max_replicas_per_node = options.max_replicas_per_node
+    config.radiomics_deployment.max_replicas_per_node = options.max_replicas_per_node
+    if options.proxy_location not in PROXY_LOCATIONS:
+        raise InputError(f"--proxy-location {options.proxy_location!r} is not one of {', '.join(PROXY_LOCATIONS)}")
     tokens = options.auth_tokens or os.environ.get(TOKENS_ENV) or None
     if tokens:
         load_tokens(Path(tokens))  # a bad file fails here, in one line, not in a replica
@@ -170,19 +190,22 @@ def local_ingress(ingress: str | None, address: str | None) -> Iterator[None]:
 
 @contextmanager
 def serving(config, grpc_port: int, metrics_port: int | None = None, address: str | None = None,
-            host: str = "127.0.0.1", ingress: str | None = None) -> Iterator[None]:
+            host: str = "127.0.0.1", ingress: str | None = None, proxy_location: str = "EveryNode") -> Iterator[None]:
     """Serve the app for `config` (a `services.app.AppConfig`) in the current or a new local Ray, until exit."""
     with local_ingress(ingress, address):
         from ray import serve
         from ray.serve.config import gRPCOptions
 
+        from ray.serve.api import _run  # serve.run without its wait, which never ends when a replica cannot be placed
+
         from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
         with ray_session(address, metrics_export_port=metrics_port):
-            serve.start(http_options={"host": host, "port": free_loopback_port()},
+            serve.start(proxy_location=proxy_location, http_options={"host": host, "port": free_loopback_port()},
                         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
             try:
-                serve.run(radiogenomics_app(config), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+                _run(radiogenomics_app(config), _blocking=False, name=APP_NAME, route_prefix=f"/{APP_NAME}")
+                _wait_until_running(APP_NAME)
                 _wait_until_serving(_client_host(host), grpc_port)
                 yield
             finally:
@@ -205,14 +228,53 @@ def running_app(options: ServeOptions) -> Iterator[dict]:
         _check_port(options.metrics_port, "metrics")
     if options.address is None:  # read by Serve's gRPC proxy when the local Ray starts it
         os.environ[MAX_MESSAGE_ENV] = str(options.max_message_bytes)
-    with serving(config, options.grpc_port, options.metrics_port, options.address, options.host, options.ingress):
+    with serving(config, options.grpc_port, options.metrics_port, options.address, options.host, options.ingress,
+                 options.proxy_location):
         yield {"ready": True, "grpc_port": options.grpc_port, "host": options.host,
                "ingress": active_ingress() if options.address is None else "cluster",
-               "gateway_replicas": config.gateway_deployment.num_replicas, "metrics_port": options.metrics_port,
+               "gateway_replicas": config.gateway_deployment.num_replicas,
+               "radiomics_replicas": config.radiomics_deployment.num_replicas, "metrics_port": options.metrics_port,
                "model": config.prediction.model,
                "versions": config.prediction.versions or versions(config.prediction.registry, config.prediction.model),
                "application": APP_NAME, "jobs_dir": str(config.masking.data_dir),
                "auth": config.security.auth_tokens_file is not None}
+
+
+def _wait_until_running(app: str) -> None:
+    """Block until Serve runs every replica of `app`; a clear error when it cannot.
+
+    A replica that no node has room for waits forever in Serve (it reports it after 30 s); here
+    that becomes one line with Serve's account of the resources wanted and available.
+    """
+    from ray import serve
+
+    started = time.monotonic()
+    while True:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise InputError(f"the app failed to deploy: {status.message or status.status}")
+        waiting = [_unplaced(name, d.message) for name, d in (status.deployments if status else {}).items()
+                   if "to be scheduled" in (d.message or "")]
+        if waiting and time.monotonic() - started > UNPLACED_TIMEOUT_S:
+            raise InputError(f"the cluster has no room for {'; '.join(waiting)}: add nodes or CPUs, or lower "
+                             "--gateway-replicas, --radiomics-replicas or --radiomics-cpus, or raise --max-replicas-per-node")
+        if time.monotonic() - started > APP_READY_TIMEOUT_S:
+            raise InputError(f"the app was not running within {APP_READY_TIMEOUT_S} s; see Ray's logs")
+        time.sleep(0.5)
+
+
+def _unplaced(deployment: str, message: str) -> str:
+    """Serve's slow-scheduling message, shortened to what is waiting and what it needs."""
+    import re
+
+    found = re.search(r"has (\d+) replicas .*Resources required for each replica: (.*?), total resources available: "
+                      r"(.*?)\. Use", " ".join(message.split()))
+    if found is None:
+        return f"{deployment} ({' '.join(message.split())})"
+    count, wanted, available = found.groups()
+    return f"{count} {deployment} replica(s) (each needs {wanted}; the cluster has {available} free)"
 
 
 def _wait_until_serving(host: str, port: int) -> None:

@@ -31,11 +31,17 @@ def prometheus_binary() -> str:
 
 
 @contextmanager
-def prometheus_server(targets: list[str], folder: Path, port: int, scrape_interval: str = "1s") -> Iterator[str]:
-    """Prometheus with deploy/prometheus.yml, its service-discovery file pointing at `targets`."""
+def prometheus_server(targets: list[str] | Path, folder: Path, port: int, scrape_interval: str = "1s") -> Iterator[str]:
+    """Prometheus with deploy/prometheus.yml, its service-discovery file pointing at `targets`.
+
+    `targets` is either a list of host:port or the service-discovery file a Ray head writes itself.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    discovery = folder / "prom_metrics_service_discovery.json"
-    discovery.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": targets}]))  # the shape Ray writes
+    if isinstance(targets, Path):
+        discovery = targets
+    else:
+        discovery = folder / "prom_metrics_service_discovery.json"
+        discovery.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": targets}]))  # the shape Ray writes
     config = yaml.safe_load(CONFIG.read_text())
     config["global"]["scrape_interval"] = scrape_interval
     for job in config["scrape_configs"]:

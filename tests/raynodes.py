@@ -49,13 +49,15 @@ def cluster_env(token: str) -> dict[str, str]:
 class LocalCluster:
     """A head node, then worker nodes added one by one; `stop` ends every node by pid."""
 
-    def __init__(self, head_cpus: int = 1) -> None:
+    def __init__(self, head_cpus: int = 1, env: dict[str, str] | None = None) -> None:
+        """`env`: more variables for every node (e.g. Serve's HAProxy ingress, as the compose file sets them)."""
         self.temp = Path(tempfile.mkdtemp(prefix="rgc", dir="/tmp"))  # short: Ray's socket paths live under it
         self.port, dashboard_port = free_loopback_port(), free_loopback_port()
-        self.env = cluster_env(secrets.token_hex(32))
+        self.env = {**cluster_env(secrets.token_hex(32)), **(env or {})}
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         self.procs: list[subprocess.Popen] = []
+        self.metrics_ports: dict[int, int] = {}  # pid of a node's `ray start` -> its metrics export port
         self._start(["--head", f"--port={self.port}", f"--num-cpus={head_cpus}", '--resources={"rg_head": 1}',
                      f"--temp-dir={self.temp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                      f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_loopback_port()}"], "head")
@@ -72,13 +74,15 @@ class LocalCluster:
 
     def _start(self, args: list[str], name: str, hide: Path | None = None) -> subprocess.Popen:
         log = (self.temp / f"{name}.log").open("w")
+        metrics_port = free_loopback_port()
         command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                   f"--dashboard-agent-listen-port={free_loopback_port()}", *args]
+                   f"--dashboard-agent-listen-port={free_loopback_port()}", f"--metrics-export-port={metrics_port}", *args]
         if hide is not None:
             command = ["unshare", "--map-root-user", "--mount", "sh", "-c",
                        'mount -t tmpfs none "$0" && exec "$@"', str(hide), *command]
         proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
+        self.metrics_ports[proc.pid] = metrics_port
         return proc
 
     def add_worker(self, cpus: int = 1, resource: str = "rg_worker", timeout: float = 120,
@@ -105,6 +109,11 @@ class LocalCluster:
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-1500:])
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+    @property
+    def discovery_file(self) -> Path:
+        """The head's Prometheus service-discovery file: every node's metrics endpoint, kept current by Ray."""
+        return self.temp / "session_latest" / "prom_metrics_service_discovery.json"
 
     def alive(self) -> dict[str, dict]:
         return {n["node_id"]: n for n in self.state("nodes") if n["state"] == "ALIVE"}

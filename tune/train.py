@@ -61,6 +61,10 @@ class TrainOptions:
     time_budget: float | None = None  # seconds for the whole search (Tune stops starting/continuing trials)
 
 
+#: Times Tune restarts a trial that failed (e.g. its node was lost) before counting it as errored.
+TRIAL_RETRIES = 2
+
+
 def storage_dir(options: TrainOptions) -> Path:
     return (Path(options.registry) / ".tune").resolve()
 
@@ -117,6 +121,7 @@ def _tuner(options: TrainOptions, cohort, folds, features):
                                                                 points_to_evaluate=STARTING_POINTS[: options.trials]),
                                         time_budget_s=options.time_budget),
         run_config=ray_tune.RunConfig(name=options.name, storage_path=str(storage_dir(options)), verbose=0,
+                                      failure_config=ray_tune.FailureConfig(max_failures=TRIAL_RETRIES),
                                       callbacks=[_TrialProgress(options.trials, options.progress)]),
     )
 
