@@ -46,30 +46,32 @@ def _family_means(metrics: dict) -> dict[str, float]:
 
 
 def planted_groups(truth: dict) -> dict[str, str]:
-    """Each target of a synthetic cohort and its planted rule, e.g. `heterogeneity (interaction)`:
-    radiomic features by their feature group's effect, histology classes by their class's effect
-    (the reference class ADC has none); pure-noise features are `noise`."""
-    by_output = {e["output"]: e["mechanism"] for e in truth["effects"]}
-    out = {f"histology:{c}": f"histology:{c} ({by_output.get(f'histology:{c}', 'reference')})"
-           for c in truth["histology"]["classes"]}
-    for feature, info in truth["features"].items():
-        out[feature] = f"{info['group']} ({by_output.get(info['group'], '?')})"
-    for feature in truth.get("noise_features", []):
-        out[feature] = "noise (none)"
+    """Each target of a synthetic cohort and its planted rule, e.g. `heterogeneity (interaction)`,
+    from the outputs every planted effect drives; the reference class ADC has no effect and
+    pure-noise features are `noise`."""
+    out = {f"histology:{c}": f"histology:{c} (reference)" for c in truth["histology"]["classes"]}
+    out.update({output: f"{e['output']} ({e['mechanism']})" for e in truth["effects"] for output in e["outputs"]})
+    out.update({feature: "noise (none)" for feature in truth.get("noise_features", [])})
     return out
 
 
+def _mean_auc(metrics: dict, targets: list[str]) -> float | None:
+    """Mean test AUC over `targets` that have one (None if none has)."""
+    aucs = [metrics[t]["auc"] for t in targets if metrics.get(t, {}).get("auc") is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
 def by_planted_group(truth: dict, network: dict, baselines: dict) -> list[dict]:
-    """Test AUC per planted group: the network's mean beside each baseline's, the best baseline and
-    the difference, so a miss on a family can be traced to the rule behind it."""
+    """Test AUC per planted group: the network's mean beside the best baseline's and the difference,
+    so a miss on a family can be traced to the rule behind it."""
     groups = planted_groups(truth)
     rows = []
     for group in sorted(set(groups.values())):
-        targets = [t for t, g in groups.items() if g == group and network.get(t, {}).get("auc") is not None]
-        if not targets:
+        targets = [t for t, g in groups.items() if g == group]
+        net = _mean_auc(network, targets)
+        base = {m: a for m, v in baselines.items() if (a := _mean_auc(v, targets)) is not None}
+        if net is None or not base:
             continue
-        net = float(np.mean([network[t]["auc"] for t in targets]))
-        base = {m: float(np.mean([v[t]["auc"] for t in targets])) for m, v in baselines.items()}
         best = max(base, key=base.get)
         rows.append({"group": group, "targets": len(targets), "network": net, "best_baseline": best,
                      "baseline": base[best], "diff": net - base[best]})
