@@ -33,6 +33,8 @@ ARCHITECTURES = {
     "depth0_target_screen": NetConfig(widths=(), screen_genes=6, components=3, l2=0.01, target_screen=True),
     "per_target_screened_depth1": NetConfig(widths=(4,), screen_genes=5, design="per_target", target_screen=True),
     "grouped_depth1": NetConfig(widths=(3,), screen_genes=5, components=2, target_screen=True, activation="elu"),
+    "depth0_modules_interaction": NetConfig(widths=(), screen_genes=6, components=2, l2=0.01, target_screen=True,
+                                            modules=40, interaction_l1=1e-4),
 }
 
 

@@ -132,6 +132,7 @@ class Selection:
 
     params: list[dict[str, Any]]
     epochs: list[int]
+    target_epochs: list[np.ndarray | None]  # per logit row (modules networks), else None
     member_cv: list[float]
     per_target: dict[str, float]  # the exported model's (ensemble's) CV AUC per target
     size_scores: dict[int, float]
@@ -143,6 +144,14 @@ def _oof(result) -> np.ndarray:
 
     with result.checkpoint.as_directory() as folder:
         return np.load(Path(folder) / OOF_FILE)
+
+
+def _target_epochs(result) -> np.ndarray | None:
+    from tune.trainable import TARGET_EPOCHS_FILE
+
+    with result.checkpoint.as_directory() as folder:
+        path = Path(folder) / TARGET_EPOCHS_FILE
+        return np.load(path) if path.exists() else None
 
 
 def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> Selection:
@@ -160,6 +169,7 @@ def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> 
     choice = choose_size([_oof(r) for r in ranked], labels, spec)
     chosen = ranked[: choice.size]
     return Selection(params=[dict(r.config) for r in chosen], epochs=[int(r.metrics["best_epoch"]) for r in chosen],
+                     target_epochs=[_target_epochs(r) for r in chosen],
                      member_cv=[float(r.metrics["cv_auc"]) for r in chosen], per_target=choice.per_target,
                      size_scores=choice.scores, table=table)
 
@@ -264,7 +274,8 @@ def train(options: TrainOptions) -> Path:
         by_model.update(baseline_cv.target_auc)
         fitted_baselines = fit_baselines(cohort, baseline_cv, n_jobs=2)
     fits = [refit(cohort, to_config(params), epochs, seed=options.seed + k, cut_quantile=options.cut_quantile,
-                  features=features) for k, (params, epochs) in enumerate(zip(selection.params, selection.epochs))]
+                  features=features, target_epochs=rows)
+            for k, (params, epochs, rows) in enumerate(zip(selection.params, selection.epochs, selection.target_epochs))]
     final = fits[0]
     net = fits[0].net if len(fits) == 1 else EnsembleNet([f.net for f in fits])
     complete = int((trials.get("folds_done", pd.Series(dtype=float)) == len(folds)).sum())

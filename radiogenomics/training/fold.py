@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from radiogenomics.training.inputs import InputStage
-from radiogenomics.training.network import NetConfig, PerTargetNet, SharedNet
+from radiogenomics.training.network import InteractionNet, NetConfig, PerTargetNet, SharedNet
 from radiogenomics.training.targets import TargetSpec
 
 
@@ -27,7 +27,7 @@ def plain_config(config: NetConfig, n_logits: int, widths: tuple[int, ...] | Non
     (a grouped network's hidden layer is wider than `config.widths`); depth 0 becomes one identity
     block of logits."""
     widths = config.widths if widths is None else widths
-    update: dict = {"screen_genes": 0, "components": 0, "target_screen": False, "widths": widths}
+    update: dict = {"screen_genes": 0, "components": 0, "modules": 0, "target_screen": False, "widths": widths}
     if not widths:
         update.update(widths=(n_logits,), activation="identity", dropout=0.0)
     return config.model_copy(update=update)
@@ -84,11 +84,46 @@ def _fold_member(staged: SharedNet, stage: InputStage, config: NetConfig, n_gene
     return plain.eval()
 
 
+def _fold_interaction(staged: InteractionNet, stage: InputStage, config: NetConfig, n_genes: int) -> tuple[SharedNet, NetConfig]:
+    """One block of width T + M on the genes (the outputs' linear logits, then the standardised
+    eigengenes; identity BatchNorm), the `interaction` activation appending the eigengenes' products,
+    and heads that add each logit to its read-out of the eigengenes and products."""
+    n_classes, n_logits, m = staged.n_classes, staged.wide.out_features, staged.n_modules
+    update: dict = {"screen_genes": 0, "components": 0, "modules": 0, "target_screen": False, "widths": (n_logits + m,),
+                    "dropout": 0.0, "activation": "interaction" if m else "identity", "interaction_units": m}
+    plain_cfg = config.model_copy(update=update)
+    plain = SharedNet(n_genes, n_classes, n_logits - n_classes, plain_cfg)
+    layers = list(plain.trunk.layers)
+    p = torch.from_numpy(stage.projection).double()
+    q = torch.from_numpy(stage.offset).double()
+    mean, sd = staged.mean.double(), staged.sd.double()
+    std_weight, std_bias = p / sd[:, None], (q - mean) / sd  # standardised stage outputs on the genes
+    wide = staged.wide.weight.double()
+    weight = torch.cat([wide @ std_weight, std_weight[std_weight.shape[0] - m:]])
+    bias = torch.cat([wide @ std_bias + staged.wide.bias.double(), std_bias[std_bias.shape[0] - m:]])
+    head_weight = torch.cat([torch.eye(n_logits, dtype=torch.float64), staged.readout.weight.double()], dim=1)
+    with torch.no_grad():
+        layers[1].weight.copy_(weight)
+        layers[1].bias.copy_(bias)
+        bn: nn.BatchNorm1d = layers[2]  # identity at inference
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.weight.fill_(1.0)
+        bn.bias.zero_()
+        for head, rows in ((plain.histology, slice(0, n_classes)), (plain.features, slice(n_classes, n_logits))):
+            if head is not None:
+                head.weight.copy_(head_weight[rows])
+                head.bias.copy_(staged.readout.bias.double()[rows])
+    return plain.eval(), plain_cfg
+
+
 def fold_input_stage(staged: nn.Module, stage: InputStage, spec: TargetSpec, config: NetConfig,
                      n_genes: int) -> tuple[nn.Module, NetConfig]:
     """The plain network on `n_genes` z-scored genes equivalent to `staged` on `stage`, and its config."""
     staged.eval()
     n_logits = (len(spec.histology_classes) if spec.has_histology else 0) + len(spec.features)
+    if isinstance(staged, InteractionNet):
+        return _fold_interaction(staged, stage, config, n_genes)
     if isinstance(staged, SharedNet):
         return _fold_member(staged, stage, config, n_genes), plain_config(config, n_logits, _widths(staged))
     if isinstance(staged, PerTargetNet):

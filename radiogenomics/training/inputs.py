@@ -8,7 +8,12 @@ only (inside every CV fold, and on the whole training cohort for the refit):
   target), the `screen_genes` genes with the largest squared correlation with its binary label on
   the fitting rows (for two groups the same ranking as the ANOVA F statistic); the union;
 * unsupervised components: the first `components` principal components of the fitting rows'
-  expression (scikit-learn `PCA`, full SVD, deterministic signs).
+  expression (scikit-learn `PCA`, full SVD, deterministic signs);
+* module eigengenes: each output's `modules` best-screened genes, pooled and clustered into
+  co-expressed groups (SciPy average linkage on 1 - |r|), one eigengene (first principal component,
+  unit loadings on the group's genes) per group of at least `MODULE_MIN_GENES`. A program that acts
+  through an interaction or a threshold is still a co-expressed group, so the network can read the
+  program as one input and combine programs (`network.InteractionNet`).
 
 The stage output is `P z + q` (screened genes are rows of the identity, components are PCA
 loadings with the centring folded into `q`). Because it is one affine map, and the network's first
@@ -22,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 
 from radiogenomics.training.targets import Labels
@@ -35,6 +42,8 @@ class InputStage:
     offset: np.ndarray  # (m,) float32
     genes: np.ndarray  # (k,) int64 screened gene indices (the first k rows of the projection)
     components: int
+    #: module eigengenes: the last `modules` rows of the projection
+    modules: int = 0
     #: (T, m) bool: the stage outputs each output's own screen chose, plus every component (T = each
     #: histology class, then each feature); used when each output may see only its own genes
     target_inputs: np.ndarray | None = None
@@ -51,13 +60,16 @@ class InputStage:
         parts = []
         if len(self.genes):
             parts.append(z[:, self.genes])
-        if self.components:
+        if self.width > len(self.genes):
             parts.append(z @ self.projection[len(self.genes):].T + self.offset[len(self.genes):])
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
     def describe(self, gene_names: list[str] | None = None, show: int = 50) -> dict:
         """What the model card records: sizes and the first screened genes by name."""
-        out: dict = {"screened_genes": int(len(self.genes)), "components": int(self.components), "width": self.width}
+        out: dict = {"screened_genes": int(len(self.genes)), "components": int(self.components), "modules": int(self.modules),
+                     "width": self.width}
+        if self.modules:
+            out["module_sizes"] = [int(n) for n in (self.projection[-self.modules:] != 0).sum(axis=1)]
         if gene_names is not None and len(self.genes):
             out["screened_gene_names"] = [gene_names[i] for i in self.genes[:show]]
         return out
@@ -95,9 +107,44 @@ def per_target_top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
 
 
+#: the co-expression cut (1 - |r| at average linkage) and the smallest group that makes a module
+MODULE_CUT = 0.6
+MODULE_MIN_GENES = 5
+
+
+def module_eigengenes(z: np.ndarray, scores: np.ndarray, per_target: int) -> tuple[np.ndarray, np.ndarray]:
+    """(M, G) unit loadings of each module's first principal component (zero off its genes) and the
+    (M,) offsets that centre them on the fitting rows `z`. Signs: the larger loadings positive."""
+    pool = np.unique(per_target_top(scores, per_target))
+    if len(pool) < MODULE_MIN_GENES:
+        return np.zeros((0, z.shape[1]), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    block = z[:, pool].astype(np.float64)
+    distance = 1.0 - np.abs(np.nan_to_num(np.corrcoef(block.T)))
+    np.fill_diagonal(distance, 0.0)
+    labels = fcluster(linkage(squareform(np.clip(distance, 0.0, None), checks=False), "average"), MODULE_CUT, "distance")
+    rows, offsets = [], []
+    for cluster in np.unique(labels):
+        members = pool[labels == cluster]
+        if len(members) < MODULE_MIN_GENES:
+            continue
+        x = z[:, members].astype(np.float64)
+        centre = x.mean(axis=0)
+        loading = np.linalg.svd(x - centre, full_matrices=False)[2][0]
+        if np.abs(loading.max()) < np.abs(loading.min()):
+            loading = -loading
+        row = np.zeros(z.shape[1])
+        row[members] = loading
+        rows.append(row)
+        offsets.append(-loading @ centre)
+    if not rows:
+        return np.zeros((0, z.shape[1]), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return np.asarray(rows, dtype=np.float32), np.asarray(offsets, dtype=np.float32)
+
+
 def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, components: int, seed: int = 0,
-                    n_classes: int = 0) -> InputStage:
-    """Fit the stage on z-scored training rows `z` (n, G) and their labels (`n_classes` histology classes)."""
+                    n_classes: int = 0, modules: int = 0) -> InputStage:
+    """Fit the stage on z-scored training rows `z` (n, G) and their labels (`n_classes` histology
+    classes); `modules` > 0 appends module eigengenes found among each output's `modules` best genes."""
     n, n_genes = z.shape
     if screen_genes <= 0 and components <= 0:
         raise ValueError("an input stage needs screen_genes > 0 and/or components > 0")
@@ -115,9 +162,13 @@ def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, compone
         pca = PCA(n_components=n_comp, svd_solver="full", random_state=seed).fit(z.astype(np.float64))
         blocks.append(pca.components_.astype(np.float32))
         offsets.append((-pca.components_ @ pca.mean_).astype(np.float32))
-    width = len(genes) + n_comp
+    eigen, eigen_offset = module_eigengenes(z, scores, modules) if modules > 0 else (np.zeros((0, n_genes), np.float32),
+                                                                                      np.zeros(0, np.float32))
+    blocks.append(eigen)
+    offsets.append(eigen_offset)
+    width = len(genes) + n_comp + len(eigen)
     target_inputs = np.zeros((len(scores), width), dtype=bool)
     target_inputs[np.arange(len(scores))[:, None], np.searchsorted(genes, best)] = True
-    target_inputs[:, len(genes):] = True
+    target_inputs[:, len(genes): len(genes) + n_comp] = True  # eigengenes reach the outputs through the interactions
     return InputStage(projection=np.vstack(blocks).astype(np.float32), offset=np.concatenate(offsets),
-                      genes=genes.astype(np.int64), components=n_comp, target_inputs=target_inputs)
+                      genes=genes.astype(np.int64), components=n_comp, modules=len(eigen), target_inputs=target_inputs)

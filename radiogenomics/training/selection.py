@@ -31,6 +31,7 @@ class FoldResult:
     best_epoch: int
     val_rows: np.ndarray  # the outer fold's rows and their predicted probabilities (n_val, T),
     predictions: np.ndarray  # so ensembles of configurations can be scored on the same folds
+    target_epochs: np.ndarray | None = None  # each logit row's own best epoch (a modules network)
 
 
 def inner_split(cohort: Cohort, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +65,12 @@ def fit_fold(
     result = train_network(
         inputs(z_fit), labels.take(fit_rows), spec, config, seed=seed + fold,
         x_val=inputs(scaler.transform(cohort.expression[stop_rows])), y_val=labels.take(stop_rows), staged=config.staged,
-        head_mask=_head_mask(config, stage),
+        head_mask=_head_mask(config, stage), modules=0 if stage is None else stage.modules,
     )
     predictions = predict(result.model, inputs(scaler.transform(cohort.expression[val_rows])))
     aucs = target_aucs(spec, labels.take(val_rows), predictions)
     return FoldResult(fold=fold, aucs=aucs, score=summary_auc(spec, aucs), best_epoch=result.best_epoch,
-                      val_rows=np.asarray(val_rows), predictions=predictions.matrix())
+                      val_rows=np.asarray(val_rows), predictions=predictions.matrix(), target_epochs=result.target_epochs)
 
 
 def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int, spec: TargetSpec) -> InputStage | None:
@@ -77,7 +78,7 @@ def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int, spec
     if not config.staged:
         return None
     return fit_input_stage(z_fit, labels, screen_genes=config.screen_genes, components=config.components, seed=seed,
-                           n_classes=len(spec.histology_classes) if spec.has_histology else 0)
+                           n_classes=len(spec.histology_classes) if spec.has_histology else 0, modules=config.modules)
 
 
 def _head_mask(config: NetConfig, stage: InputStage | None) -> np.ndarray | None:
@@ -114,15 +115,17 @@ class Refit:
 
 
 def refit(cohort: Cohort, config: NetConfig, epochs: int, *, seed: int = 0, cut_quantile: float = 0.5,
-          features: Sequence[str] | None = None) -> Refit:
-    """Fit the selected configuration on the whole training cohort for `epochs` epochs (an input stage
-    is fitted on the whole cohort too, then folded into the first layer)."""
+          features: Sequence[str] | None = None, target_epochs: np.ndarray | None = None) -> Refit:
+    """Fit the selected configuration on the whole training cohort for `epochs` epochs, or each
+    output for its own `target_epochs` (per logit row, a modules network); an input stage is fitted
+    on the whole cohort too, then folded into the first layer."""
     spec = TargetSpec.fit(cohort, features=features, cut_quantile=cut_quantile)
     scaler = Standardizer.fit(cohort.expression)
     z, labels = scaler.transform(cohort.expression), spec.encode(cohort)
     stage = _stage(config, z, labels, seed, spec)
     result = train_network(z if stage is None else stage.transform(z), labels, spec, config, seed=seed,
-                           epochs=max(1, int(epochs)), staged=config.staged, head_mask=_head_mask(config, stage))
+                           epochs=max(1, int(epochs)), staged=config.staged, head_mask=_head_mask(config, stage),
+                           modules=0 if stage is None else stage.modules, target_epochs=target_epochs)
     if stage is None:
         return Refit(result=result, spec=spec, scaler=scaler, net=result.model, config=config)
     net, plain = fold_input_stage(result.model, stage, spec, config, z.shape[1])
