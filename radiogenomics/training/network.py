@@ -236,6 +236,7 @@ class _RowSnapshots:
         self.params = model.row_parameters()
         self.saved = [p.detach().clone() for p in self.params]
         self.best = np.full(len(self.groups), -math.inf)
+        self.best_loss = np.full(len(self.groups), math.inf)
         self.since = np.zeros(len(self.groups), dtype=np.int64)
         self.epochs = np.zeros(len(self.groups), dtype=np.int64)
         self.fixed = None if epochs is None else np.array([int(epochs[g[0]]) for g in self.groups])
@@ -255,14 +256,15 @@ class _RowSnapshots:
         self.epochs[hit] = epoch
         self._save(hit)
 
-    def observe(self, epoch: int, aucs: dict[str, float], spec: TargetSpec, patience: int) -> bool:
-        """Record this epoch's validation AUCs; True when every output has waited `patience` epochs."""
+    def observe(self, epoch: int, aucs: dict[str, float], spec: TargetSpec, patience: int, losses: np.ndarray) -> bool:
+        """Record this epoch's validation AUCs and losses (per group); True when every output has
+        waited `patience` epochs (`_better` decides)."""
         hist = [aucs[n] for n in spec.names[: self.n_classes] if not np.isnan(aucs[n])]
         scores = ([float(np.mean(hist)) if hist else -math.inf] if self.n_classes else []) + [
             -math.inf if np.isnan(aucs[f]) else aucs[f] for f in spec.features]
         scores = np.asarray(scores)
-        better = scores > self.best + 1e-4
-        self.best[better], self.epochs[better], self.since[better] = scores[better], epoch, 0
+        better = _better(scores, losses, self.best, self.best_loss)
+        self.best[better], self.best_loss[better], self.epochs[better], self.since[better] = scores[better], losses[better], epoch, 0
         self.since[~better] += 1
         self._save(np.flatnonzero(better))
         return bool((self.since >= patience).all())
@@ -445,6 +447,32 @@ class FitResult:
     target_epochs: np.ndarray | None = None
 
 
+def _better(score, loss, best_score, best_loss):
+    """Early stopping's rule: a higher validation AUC, or the same AUC (within 1e-4) with a lower
+    validation loss. The tie-break matters where the AUC saturates (a small, separable cohort: AUC 1
+    after one epoch), which would otherwise stop, and refit, after one or two gradient steps."""
+    return (score > best_score + 1e-4) | ((score >= best_score - 1e-4) & (loss < best_loss - 1e-4))
+
+
+def _validation_losses(model: nn.Module, loss_fn: BalancedLoss, x_val: np.ndarray, y_val: Labels) -> np.ndarray:
+    """The validation loss per output group: histology (if any), then each feature."""
+    model.eval()
+    with torch.no_grad():
+        hist_logits, feat_logits = model(torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32)))
+        hist, feat = loss_fn.per_output(hist_logits, feat_logits,
+                                        None if y_val.histology is None else torch.from_numpy(y_val.histology),
+                                        torch.from_numpy(y_val.features))
+    parts = ([float(hist)] if hist is not None else []) + ([] if feat is None else feat.numpy().astype(np.float64).tolist())
+    return np.asarray(parts)
+
+
+def _family_losses(losses: np.ndarray, spec: TargetSpec) -> list[float]:
+    """The shared network's loss as it trains: histology and the features' mean, weighted equally."""
+    n_hist = 1 if spec.has_histology else 0
+    parts = list(losses[:n_hist]) + ([float(np.mean(losses[n_hist:]))] if len(losses) > n_hist else [])
+    return parts
+
+
 def _member_score(spec: TargetSpec, labels: Labels, preds: Predictions, member: int) -> float:
     """Validation AUC of one per-target network (member 0 = histology when present)."""
     aucs = target_aucs(spec, labels, preds)
@@ -506,6 +534,7 @@ def train_network(
     per_target = isinstance(model, PerTargetNet)
     members = model.members() if per_target else [model]
     best_scores = [-math.inf] * len(members)
+    best_losses = [math.inf] * len(members)
     best_states = [copy.deepcopy(m.state_dict()) for m in members]
     best_epochs = [max_epochs] * len(members)
     since_best = [0] * len(members)
@@ -534,15 +563,17 @@ def train_network(
         preds = predict(model, x_val)
         aucs = target_aucs(spec, y_val, preds)
         history.append(summary_auc(spec, aucs))
+        losses = _validation_losses(model, loss_fn, x_val, y_val)
         if snapshots is not None:
-            if snapshots.observe(epoch, aucs, spec, config.patience):
+            if snapshots.observe(epoch, aucs, spec, config.patience, losses):
                 break
             continue
         for k, member in enumerate(members):
             score = _member_score(spec, y_val, preds, k) if per_target else history[-1]
             score = -math.inf if np.isnan(score) else score
-            if score > best_scores[k] + 1e-4:
-                best_scores[k], best_epochs[k], since_best[k] = score, epoch, 0
+            member_loss = float(losses[k]) if per_target else float(np.mean(_family_losses(losses, spec)))
+            if _better(score, member_loss, best_scores[k], best_losses[k]):
+                best_scores[k], best_losses[k], best_epochs[k], since_best[k] = score, member_loss, epoch, 0
                 best_states[k] = copy.deepcopy(member.state_dict())
             else:
                 since_best[k] += 1
