@@ -33,7 +33,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.raycluster import ray_session
 from radiogenomics.jsonsafe import json_safe
 from radiogenomics.registry import check_name, export_model
-from radiogenomics.training.network import EnsembleNet
+from radiogenomics.training.network import EnsembleNet, NetConfig
 from radiogenomics.training.selection import fit_fold, mean_aucs, refit, set_threads
 from radiogenomics.training.targets import HISTOLOGY_PREFIX, TargetSpec, stratified_folds, summary_auc
 from tune.space import search_space, to_config
@@ -183,7 +183,9 @@ def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[
     rng = np.random.default_rng(options.seed)
     features = list(spec.features)
     subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
-    per_target = config.model_copy(update={"design": "per_target"})
+    # one network per target, as the authors trained them (a modules network's outputs are already
+    # independent models, so its per-target counterpart is the plain per-target design)
+    per_target = NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0})
     import ray
 
     def one_fold(k: int, cohort_ref, train_rows, val_rows):
@@ -207,7 +209,8 @@ def _report(name: str, cv: dict, design: pd.DataFrame | None, baseline_table: pd
              f"- ensemble: {len(cv['members'])} member(s) (CV score by size: "
              + ", ".join(f"{k}: {v:.3f}" for k, v in cv["ensemble_size_scores"].items()) + ")",
              f"- mean CV score of the exported model (histology macro AUC and each radiomic AUC, averaged): {cv['cv_auc']:.3f}",
-             f"- each member refitted on all {cv['n_samples']} training samples (epochs {cv['refit_epochs']})", ""]
+             f"- each member refitted on all {cv['n_samples']} training samples (epochs {cv['refit_epochs']}; a modules "
+             "network trains each output for its own median best epoch, listed per output in the card)", ""]
     if baseline_table is not None:
         lines += ["## Network vs baselines (mean CV AUC, same folds and targets)", "", baseline_table.to_markdown(index=False, floatfmt=".3f"), ""]
         if cv.get("best_family"):
@@ -283,8 +286,10 @@ def train(options: TrainOptions) -> Path:
     cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": selection.params[0],
           "trials": len(trials), "trials_complete": complete, "scheduler": options.scheduler, "folds": len(folds),
           "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": selection.epochs,
-          "members": [{"params": p, "cv_auc": c, "refit_epochs": e, "input_stage": None if f.stage is None else f.stage.describe()}
-                      for p, c, e, f in zip(selection.params, selection.member_cv, selection.epochs, fits)],
+          "members": [{"params": p, "cv_auc": c, "refit_epochs": e, "input_stage": None if f.stage is None else f.stage.describe(),
+                       "refit_epochs_per_output": None if r is None else dict(zip(spec.names, (int(v) for v in r)))}
+                      for p, c, e, f, r in zip(selection.params, selection.member_cv, selection.epochs, fits,
+                                               selection.target_epochs)],
           "ensemble_size_scores": {str(k): v for k, v in selection.size_scores.items()},
           "best_family": best_family, "time_budget_s": options.time_budget}
     family = _family_table(spec, by_model)

@@ -8,7 +8,9 @@ prediction service, the registry and gene masking's first-layer fast path read u
 
 Depth 0 (the heads sit on the standardised stage outputs: a linear model) exports as one block of
 width C + F with an identity BatchNorm and identity activation, whose units are the logits; the
-heads then just pick their columns. Predictions of the folded network equal the staged network's
+heads then just pick their columns. A modules network (`InteractionNet`) exports as one block of
+width C + F + M (the logits, then the M standardised eigengenes), the `interaction` activation that
+appends the eigengenes' products, and heads that add each logit to its read-out. Predictions of the folded network equal the staged network's
 to float32 round-off (tested).
 """
 

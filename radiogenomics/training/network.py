@@ -15,8 +15,9 @@ its outputs stop training one by one. Exported as one block, the `interaction` a
 Loss: class-balanced cross-entropy for histology (weights = inverse class frequency) and
 class-balanced binary cross-entropy per feature (pos_weight = negatives / positives), the two
 families weighted equally. Early stopping watches the mean AUC of a validation split that the
-caller provides (never the data being scored); with no validation split the network trains for a
-fixed number of epochs (the refit on the whole training cohort).
+caller provides (never the data being scored), ties broken by the validation loss (`_better`);
+with no validation split the network trains for a fixed number of epochs (the refit on the whole
+training cohort), or each output of an `InteractionNet` for its own number.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ class _RowSnapshots:
             -math.inf if np.isnan(aucs[f]) else aucs[f] for f in spec.features]
         scores = np.asarray(scores)
         better = _better(scores, losses, self.best, self.best_loss)
-        self.best[better], self.best_loss[better], self.epochs[better], self.since[better] = scores[better], losses[better], epoch, 0
+        self.best[better] = np.maximum(self.best[better], scores[better])  # a tie never lowers the AUC to beat
+        self.best_loss[better], self.epochs[better], self.since[better] = losses[better], epoch, 0
         self.since[~better] += 1
         self._save(np.flatnonzero(better))
         return bool((self.since >= patience).all())
@@ -441,7 +443,7 @@ def predict(model: nn.Module, x: np.ndarray, batch: int = 1024) -> Predictions:
 @dataclass
 class FitResult:
     model: nn.Module
-    best_epoch: int  # epochs trained for the returned weights
+    best_epoch: int  # epochs trained for the returned weights (an `InteractionNet`: the median of its outputs')
     history: list[float] = field(default_factory=list)  # validation score per epoch (if any)
     #: each logit row's own epoch count (an `InteractionNet`'s outputs stop one by one), else None
     target_epochs: np.ndarray | None = None
@@ -506,7 +508,7 @@ def train_network(
     grouped = head_mask is not None and config.design == "shared" and bool(config.widths)
     groups = _groups(spec) if grouped else []
     snapshots: _RowSnapshots | None = None
-    if config.modules:
+    if config.modules and config.design == "shared":
         n_classes = len(spec.histology_classes) if spec.has_histology else 0
         model = InteractionNet(x_train, modules, n_classes, len(spec.features), config)
         if head_mask is not None:
@@ -573,7 +575,8 @@ def train_network(
             score = -math.inf if np.isnan(score) else score
             member_loss = float(losses[k]) if per_target else float(np.mean(_family_losses(losses, spec)))
             if _better(score, member_loss, best_scores[k], best_losses[k]):
-                best_scores[k], best_losses[k], best_epochs[k], since_best[k] = score, member_loss, epoch, 0
+                best_scores[k] = max(best_scores[k], score)  # a tie never lowers the AUC to beat
+                best_losses[k], best_epochs[k], since_best[k] = member_loss, epoch, 0
                 best_states[k] = copy.deepcopy(member.state_dict())
             else:
                 since_best[k] += 1
