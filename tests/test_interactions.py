@@ -15,7 +15,7 @@ import torch
 
 from radiogenomics.cohort import Cohort, load_cohort
 from radiogenomics.training.inputs import fit_input_stage, module_eigengenes, screening_scores
-from radiogenomics.training.network import InteractionNet, NetConfig, predict, train_network
+from radiogenomics.training.network import NetConfig, predict, train_network
 from radiogenomics.training.targets import Labels, Standardizer, TargetSpec, safe_auc, stratified_folds
 from tune.space import STARTING_POINTS, to_config
 
@@ -145,12 +145,10 @@ def test_modules_only_where_each_output_reads_its_own_genes() -> None:
         NetConfig(widths=(16,), screen_genes=5, modules=20)
     with pytest.raises(ValueError, match="modules need"):
         NetConfig(widths=(), screen_genes=5, modules=20)  # no target_screen
-    assert isinstance(MODULES, NetConfig) and MODULES.modules == 40
     first = to_config(STARTING_POINTS[0])
     assert first.modules > 0 and first.target_screen and not first.widths
     deep = to_config({**STARTING_POINTS[0], "depth": 1})
     assert deep.modules == 0  # a hidden layer: no eigengene read-out
-    assert InteractionNet.__doc__
 
 
 def test_starting_points_name_every_dimension_of_the_space() -> None:

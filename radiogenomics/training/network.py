@@ -231,8 +231,6 @@ class _RowSnapshots:
     chosen on validation AUC, or at given per-output epochs (the refit on the whole cohort)."""
 
     def __init__(self, model: InteractionNet, spec: TargetSpec, epochs: np.ndarray | None = None) -> None:
-        self.model = model
-        c = len(spec.histology_classes) if spec.has_histology else 0
         self.groups = _groups(spec)
         self.params = model.row_parameters()
         self.saved = [p.detach().clone() for p in self.params]
@@ -241,12 +239,12 @@ class _RowSnapshots:
         self.since = np.zeros(len(self.groups), dtype=np.int64)
         self.epochs = np.zeros(len(self.groups), dtype=np.int64)
         self.fixed = None if epochs is None else np.array([int(epochs[g[0]]) for g in self.groups])
-        self.n_classes = c
+        self.n_classes = len(spec.histology_classes) if spec.has_histology else 0
 
     def _save(self, group_ids: np.ndarray) -> None:
-        rows = torch.from_numpy(np.concatenate([self.groups[g] for g in group_ids]).astype(np.int64)) if len(group_ids) else None
-        if rows is None:
+        if not len(group_ids):
             return
+        rows = torch.from_numpy(np.concatenate([self.groups[g] for g in group_ids]).astype(np.int64))
         with torch.no_grad():
             for saved, p in zip(self.saved, self.params):
                 saved[rows] = p[rows]
@@ -468,11 +466,12 @@ def _validation_losses(model: nn.Module, loss_fn: BalancedLoss, x_val: np.ndarra
     return np.asarray(parts)
 
 
-def _family_losses(losses: np.ndarray, spec: TargetSpec) -> list[float]:
-    """The shared network's loss as it trains: histology and the features' mean, weighted equally."""
+def _shared_loss(losses: np.ndarray, spec: TargetSpec) -> float:
+    """The shared network's loss as it trains (`BalancedLoss`): histology and the features' mean,
+    weighted equally."""
     n_hist = 1 if spec.has_histology else 0
     parts = list(losses[:n_hist]) + ([float(np.mean(losses[n_hist:]))] if len(losses) > n_hist else [])
-    return parts
+    return float(np.mean(parts))
 
 
 def _member_score(spec: TargetSpec, labels: Labels, preds: Predictions, member: int) -> float:
@@ -573,7 +572,7 @@ def train_network(
         for k, member in enumerate(members):
             score = _member_score(spec, y_val, preds, k) if per_target else history[-1]
             score = -math.inf if np.isnan(score) else score
-            member_loss = float(losses[k]) if per_target else float(np.mean(_family_losses(losses, spec)))
+            member_loss = float(losses[k]) if per_target else _shared_loss(losses, spec)
             if _better(score, member_loss, best_scores[k], best_losses[k]):
                 best_scores[k] = max(best_scores[k], score)  # a tie never lowers the AUC to beat
                 best_losses[k], best_epochs[k], since_best[k] = member_loss, epoch, 0
