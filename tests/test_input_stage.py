@@ -18,7 +18,7 @@ from radiogenomics.registry import load_model
 from radiogenomics.training.direct import fit_and_export
 from radiogenomics.training.fold import fold_input_stage
 from radiogenomics.training.inputs import fit_input_stage, screening_scores, top_genes
-from radiogenomics.training.network import NetConfig, predict, train_network
+from radiogenomics.training.network import INTERACTION_KNOTS, NetConfig, predict, train_network
 from radiogenomics.training.selection import fit_fold, refit
 from radiogenomics.training.targets import Standardizer, TargetSpec, stratified_folds
 
@@ -34,7 +34,7 @@ ARCHITECTURES = {
     "per_target_screened_depth1": NetConfig(widths=(4,), screen_genes=5, design="per_target", target_screen=True),
     "grouped_depth1": NetConfig(widths=(3,), screen_genes=5, components=2, target_screen=True, activation="elu"),
     "depth0_modules_interaction": NetConfig(widths=(), screen_genes=6, components=2, l2=0.01, target_screen=True,
-                                            modules=40, interaction_l1=1e-4),
+                                            modules=40, interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS),
 }
 
 

@@ -15,7 +15,7 @@ import torch
 
 from radiogenomics.cohort import Cohort, load_cohort
 from radiogenomics.training.inputs import fit_input_stage, module_eigengenes, screening_scores
-from radiogenomics.training.network import NetConfig, predict, train_network
+from radiogenomics.training.network import INTERACTION_KNOTS, Interaction, NetConfig, predict, train_network
 from radiogenomics.training.targets import Labels, Standardizer, TargetSpec, safe_auc, stratified_folds
 from tune.space import STARTING_POINTS, to_config
 
@@ -149,6 +149,30 @@ def test_modules_only_where_each_output_reads_its_own_genes() -> None:
     assert first.modules > 0 and first.target_screen and not first.widths
     deep = to_config({**STARTING_POINTS[0], "depth": 1})
     assert deep.modules == 0  # a hidden layer: no eigengene read-out
+
+
+def test_interaction_layer_appends_products_then_hinges() -> None:
+    """The basis a modules network reads out, in the order the export relies on: the inputs, every
+    product of two eigengenes (squares included, upper triangle row by row), then relu(e - k) knot
+    by knot; without knots (artifacts made before hinges) the products alone, same widths as then."""
+    h = torch.from_numpy(np.random.default_rng(3).normal(size=(7, 5)).astype(np.float32))
+    e = h[:, 2:].numpy()  # the last 3 units are eigengenes
+    products = [e[:, i] * e[:, j] for i in range(3) for j in range(i, 3)]
+    hinges = [np.maximum(e[:, m] - k, 0.0) for k in INTERACTION_KNOTS for m in range(3)]
+    layer = Interaction(5, 3, INTERACTION_KNOTS)
+    expected = np.column_stack([h.numpy(), *products, *hinges])
+    assert layer.width_out == expected.shape[1] == 5 + 6 + 3 * len(INTERACTION_KNOTS)
+    np.testing.assert_allclose(layer(h).numpy(), expected, rtol=0, atol=1e-6)
+    legacy = Interaction(5, 3)
+    assert legacy.width_out == 11
+    np.testing.assert_allclose(legacy(h).numpy(), expected[:, :11], rtol=0, atol=1e-6)
+
+
+def test_hinges_only_on_module_eigengenes() -> None:
+    with pytest.raises(ValueError, match="interaction_knots are hinges of module eigengenes"):
+        NetConfig(widths=(), screen_genes=5, target_screen=True, interaction_knots=(0.0,))
+    assert to_config(STARTING_POINTS[0]).interaction_knots == INTERACTION_KNOTS  # the search's modules networks
+    assert to_config(STARTING_POINTS[1]).interaction_knots == ()  # no modules, no hinges
 
 
 def test_starting_points_name_every_dimension_of_the_space() -> None:

@@ -40,7 +40,7 @@ from typing import Any
 
 from ray import tune as ray_tune
 
-from radiogenomics.training.network import NetConfig
+from radiogenomics.training.network import INTERACTION_KNOTS, NetConfig
 
 #: Evaluated before Optuna samples (a small budget starts from configurations known to do well).
 STARTING_POINTS: list[dict[str, Any]] = [
@@ -85,12 +85,14 @@ def to_config(params: dict[str, Any], design: str = "shared") -> NetConfig:
         depth = 1
     target_screen = bool(params.get("target_screen", False)) and depth == 0 and screen > 0
     widths = tuple(max(8, int(params["width"]) // (2 ** k)) for k in range(depth))
+    modules = int(params.get("modules", 0)) if target_screen and design == "shared" else 0
     return NetConfig(
         widths=widths, activation=params["activation"], dropout=float(params["dropout"]),
         input_dropout=float(params["input_dropout"]), optimizer=params["optimizer"], lr=float(params["lr"]),
         weight_decay=float(params["weight_decay"]), batch_size=int(params["batch_size"]),
         max_epochs=int(params.get("max_epochs", 80)), design=design,  # type: ignore[arg-type]
         l2=float(params.get("l2", 0.0)), screen_genes=screen, components=components,
-        target_screen=target_screen, modules=int(params.get("modules", 0)) if target_screen and design == "shared" else 0,
+        target_screen=target_screen, modules=modules,
         interaction_l1=float(params.get("interaction_l1", 3e-4)),
+        interaction_knots=INTERACTION_KNOTS if modules else (),
     )

@@ -35,25 +35,35 @@ from torch import nn
 from radiogenomics.training.targets import Labels, Predictions, TargetSpec, summary_auc, target_aucs
 
 Activation = Literal["relu", "tanh", "elu", "sigmoid", "identity", "interaction"]
+#: the eigengenes' hinge knots that training uses (standardised units: below, at and above the
+#: fitting rows' mean), see `tune/space.py` for what they gained
+INTERACTION_KNOTS: tuple[float, ...] = (-0.5, 0.0, 0.5)
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
 
 class Interaction(nn.Module):
     """Passes its inputs through and appends every product of two of its last `modules` inputs
-    (squares included): the layer that lets a linear read-out fit an interaction (a * b) or a bend
-    (a * a) of two gene programs. It has no weights, so it sits in the trunk like an activation."""
+    (squares included), then each of those inputs' hinges `relu(a - k)` at the `knots`: the layer
+    that lets a linear read-out fit an interaction (a * b), a bend (a * a) or a threshold (a > k) of
+    gene programs. It has no weights, so it sits in the trunk like an activation."""
 
-    def __init__(self, width: int, modules: int) -> None:
+    def __init__(self, width: int, modules: int, knots: tuple[float, ...] = ()) -> None:
         super().__init__()
         if not 0 <= modules <= width:
             raise ValueError(f"interaction over {modules} of {width} units")
         i, j = torch.triu_indices(modules, modules)
         self.register_buffer("left", i + (width - modules), persistent=False)
         self.register_buffer("right", j + (width - modules), persistent=False)
-        self.width_out = width + len(i)
+        self.register_buffer("knots", torch.tensor(knots, dtype=torch.float32), persistent=False)
+        self.modules_from = width - modules
+        self.width_out = width + len(i) + modules * len(knots)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([h, h[:, self.left] * h[:, self.right]], dim=1)
+        parts = [h, h[:, self.left] * h[:, self.right]]
+        if len(self.knots):
+            units = h[:, self.modules_from:]
+            parts.append(torch.relu(units[:, None, :] - self.knots[None, :, None]).flatten(1))  # knot-major
+        return torch.cat(parts, dim=1)
 
 
 class NetConfig(BaseModel):
@@ -92,6 +102,9 @@ class NetConfig(BaseModel):
     #: the exported form: the last `interaction_units` units of the single block are eigengenes whose
     #: products the `interaction` activation appends (set by the export, not by the search)
     interaction_units: int = Field(0, ge=0)
+    #: hinges relu(e - k) of every eigengene at these knots (standardised units), read out beside the
+    #: products: thresholds of one program. () = products only (the form of artifacts made before them)
+    interaction_knots: tuple[float, ...] = Field((), max_length=8)
 
     @property
     def staged(self) -> bool:
@@ -109,6 +122,8 @@ class NetConfig(BaseModel):
         if (self.activation == "interaction") != (self.interaction_units > 0) or (self.interaction_units and len(self.widths) != 1):
             raise ValueError("the interaction activation is the exported form of a modules network: one block, "
                              "interaction_units > 0")
+        if self.interaction_knots and not (self.modules or self.interaction_units):
+            raise ValueError("interaction_knots are hinges of module eigengenes: they need modules > 0")
         return self
 
 
@@ -127,7 +142,7 @@ class Trunk(nn.Module):
         width_in = n_inputs
         for width in config.widths:
             if config.activation == "interaction":
-                act: nn.Module = Interaction(width, config.interaction_units)
+                act: nn.Module = Interaction(width, config.interaction_units, config.interaction_knots)
                 width_out = act.width_out
             else:
                 act, width_out = _ACTIVATIONS[config.activation](), width
@@ -192,7 +207,7 @@ class InteractionNet(nn.Module):
         self.register_buffer("sd", torch.from_numpy(np.where(x64.std(axis=0) > 1e-8, x64.std(axis=0), 1.0)).float())
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.wide = nn.Linear(n_inputs, n_logits)
-        self.interaction = Interaction(n_modules, n_modules)
+        self.interaction = Interaction(n_modules, n_modules, config.interaction_knots)
         self.readout = nn.Linear(self.interaction.width_out, n_logits)
         with torch.no_grad():
             self.readout.weight.zero_()
