@@ -175,6 +175,18 @@ def test_hinges_only_on_module_eigengenes() -> None:
     assert to_config(STARTING_POINTS[1]).interaction_knots == ()  # no modules, no hinges
 
 
+def test_every_starting_point_has_a_per_target_counterpart() -> None:
+    """The training report compares the selected configuration with its per-target design; for a
+    modules network that is the plain per-target design (a bench run once failed on its hinges)."""
+    from tune.train import per_target_counterpart
+
+    for point in STARTING_POINTS:
+        config = to_config(point)
+        counterpart = per_target_counterpart(config)
+        assert counterpart.design == "per_target" and counterpart.modules == 0 and counterpart.interaction_knots == ()
+        assert counterpart.screen_genes == config.screen_genes and counterpart.lr == config.lr
+
+
 def test_starting_points_name_every_dimension_of_the_space() -> None:
     """Optuna refuses a starting point that lacks a dimension of the search space."""
     from tune.space import search_space

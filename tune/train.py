@@ -174,6 +174,13 @@ def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> 
                      size_scores=choice.scores, table=table)
 
 
+def per_target_counterpart(config: NetConfig) -> NetConfig:
+    """One network per target, as the authors trained them: `config` in the per-target design (a
+    modules network's outputs are already independent models, so its counterpart is the plain
+    per-target design, without eigengenes or their hinges)."""
+    return NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0, "interaction_knots": ()})
+
+
 def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
     """Per-target networks vs the shared trunk on histology + a seeded sample of radiomic targets.
 
@@ -183,9 +190,7 @@ def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[
     rng = np.random.default_rng(options.seed)
     features = list(spec.features)
     subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
-    # one network per target, as the authors trained them (a modules network's outputs are already
-    # independent models, so its per-target counterpart is the plain per-target design)
-    per_target = NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0})
+    per_target = per_target_counterpart(config)
     import ray
 
     def one_fold(k: int, cohort_ref, train_rows, val_rows):
