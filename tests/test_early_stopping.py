@@ -34,3 +34,16 @@ def test_ties_in_auc_keep_training_while_the_loss_falls() -> None:
                                modules=0 if stage is None else stage.modules)
         assert max(result.history[:2]) == 1.0  # perfect from the start
         assert result.best_epoch > 10, (config.widths, result.best_epoch)
+
+
+def test_each_output_stops_on_its_loss_guarded_by_its_auc() -> None:
+    """The per-output rule of a modules network: an epoch whose AUC jumps on noise while the loss
+    rises is not a new best; an epoch whose loss falls is one, unless its AUC dropped by more than
+    the tolerance."""
+    from radiogenomics.training.network import OUTPUT_AUC_TOLERANCE, _output_better
+
+    best_auc, best_loss = np.array([0.80, 0.80, 0.80, 0.80]), np.array([0.50, 0.50, 0.50, 0.50])
+    auc = np.array([0.90, 0.80 - OUTPUT_AUC_TOLERANCE / 2, 0.80 - 2 * OUTPUT_AUC_TOLERANCE, 0.81])
+    loss = np.array([0.55, 0.45, 0.40, 0.49])
+    np.testing.assert_array_equal(_output_better(auc, loss, best_auc, best_loss), [False, True, False, True])
+    assert _output_better(np.array([-np.inf]), np.array([0.3]), np.array([-np.inf]), np.array([np.inf]))[0]  # first epoch
