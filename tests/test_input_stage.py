@@ -89,6 +89,9 @@ def test_folded_network_equals_the_staged_network(name: str, cohorts) -> None:
     first = fitted.net.trunk.layers[1] if hasattr(fitted.net, "trunk") else fitted.net.features[0].trunk.layers[1]
     assert first.in_features == len(train.genes)  # one Linear layer on every gene
     assert fitted.config.screen_genes == 0 and fitted.config.components == 0 and fitted.config.widths
+    if config.modules:  # the eigengenes were found, so the export went through their products and hinges
+        assert fitted.stage.modules > 0 and fitted.config.activation == "interaction"
+        assert fitted.config.interaction_knots == config.interaction_knots == INTERACTION_KNOTS
 
 
 def test_stage_and_weights_ignore_held_out_rows(cohorts) -> None:

@@ -79,7 +79,7 @@ def search_space(max_epochs: int = 80) -> dict[str, Any]:
         "screen_genes": ray_tune.choice([0, 10, 25, 50, 100]),
         "components": ray_tune.choice([0, 10, 20, 40]),
         "target_screen": ray_tune.choice([True, False]),  # depth 0 with a screen: each output its own genes
-        "modules": ray_tune.choice([0, 25, 50]),  # module eigengenes and their products (depth 0, target_screen)
+        "modules": ray_tune.choice([0, 25, 50]),  # module eigengenes, their products and hinges (depth 0, target_screen)
         "interaction_l1": ray_tune.loguniform(1e-4, 3e-3),
         "max_epochs": max_epochs,
     }

@@ -95,13 +95,13 @@ class NetConfig(BaseModel):
     #: first layer masked). Zeros stay zeros through training and folding
     target_screen: bool = False
     #: module eigengenes (`inputs.py`): each output's `modules` best-screened genes pooled and clustered
-    #: into co-expressed programs, one eigengene each; the outputs read them and their pairwise products
-    #: (`InteractionNet`). 0 = none. Depth 0 with target_screen only
+    #: into co-expressed programs, one eigengene each; the outputs read them, their pairwise products and
+    #: their hinges (`InteractionNet`). 0 = none. Depth 0 with target_screen only
     modules: int = Field(0, ge=0)
-    #: L1 penalty on the read-out of the eigengenes and their products (few of the pairs matter)
+    #: L1 penalty on the read-out of the eigengenes, their products and hinges (few of them matter)
     interaction_l1: float = Field(3e-4, ge=0.0)
     #: the exported form: the last `interaction_units` units of the single block are eigengenes whose
-    #: products the `interaction` activation appends (set by the export, not by the search)
+    #: products and hinges the `interaction` activation appends (set by the export, not by the search)
     interaction_units: int = Field(0, ge=0)
     #: hinges relu(e - k) of every eigengene at these knots (standardised units), read out beside the
     #: products: thresholds of one program. () = products only (the form of artifacts made before them)
@@ -190,8 +190,9 @@ class PerTargetNet(nn.Module):
 
 class InteractionNet(nn.Module):
     """Training form of a modules network: each output a linear model on its own screened genes
-    (depth 0 with target_screen) plus a sparse read-out of the module eigengenes and of every product
-    of two of them, so a rule such as `0.6 a + 0.6 b + 0.9 a b` of two programs can be fitted.
+    (depth 0 with target_screen) plus a sparse read-out of the module eigengenes, of every product
+    of two of them and of their hinges, so a rule such as `0.6 a + 0.6 b + 0.9 a b` of two programs,
+    or a threshold of one, can be fitted.
 
     The stage outputs are standardised with the fitting rows' mean and SD (fixed, not a BatchNorm),
     so every output's weights (histology's classes together) are independent of the others'. That
@@ -247,7 +248,8 @@ class _RowSnapshots:
     or at given per-output epochs (the refit on the whole cohort).
 
     An output's best epoch is its last whose validation loss was the lowest so far while its AUC stayed
-    within `OUTPUT_AUC_TOLERANCE` of its best (`_output_better`). One output's AUC on an inner split
+    within `OUTPUT_AUC_TOLERANCE` of its best AUC at an earlier best epoch (`_output_better`; no
+    margin on the loss: a small fall still counts, at the cost of a few more epochs). One output's AUC on an inner split
     of ~40 patients is noisy: on the AUC alone, histology's best epoch in the five folds of the
     nonlinear cohort was 46, 4, 80, 2 and 69, the refit trained it for 46 and the test AUC fell
     with every epoch (0.836 at 5, 0.813 at 46). With the loss as the guide (first starting point,
