@@ -231,11 +231,11 @@ def load_model(folder: Path) -> LoadedModel:
     except ValidationError as exc:
         raise ModelError(f"{card_path}: hyperparameters are not valid for this code ({exc.errors()[0]['msg']})") from None
     spec = card.targets.spec()
-    if member_configs:
-        net: torch.nn.Module = EnsembleNet([build_network(n_genes, spec, m) for m in member_configs])
-    else:
-        net = build_network(n_genes, spec, config)
-    try:
+    try:  # an architecture that cannot be built (e.g. a block narrower than its eigengenes) is damage too
+        if member_configs:
+            net: torch.nn.Module = EnsembleNet([build_network(n_genes, spec, m) for m in member_configs])
+        else:
+            net = build_network(n_genes, spec, config)
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     except (RuntimeError, ValueError, EOFError, OSError) as exc:

@@ -186,6 +186,12 @@ def test_damaged_artifacts_are_refused(trained: Path, tmp_path: Path) -> None:
                                                    "members": [{**m, "widths": [7]} for m in card["members"]]}))
     with pytest.raises(ModelError, match="weights do not fit the architecture"):
         load_model(broken)
+    narrow = {"widths": [7], "activation": "interaction", "interaction_units": 9, "screen_genes": 0, "components": 0,
+              "modules": 0, "target_screen": False}  # an exported modules block narrower than its eigengenes
+    (broken / "model.json").write_text(json.dumps({**card, "hyperparameters": {**card["hyperparameters"], **narrow},
+                                                   "members": [{**m, **narrow} for m in card["members"]]}))
+    with pytest.raises(ModelError, match="weights do not fit the architecture.*interaction over 9 of 7 units"):
+        load_model(broken)
     (broken / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="damaged"):
         load_model(broken)
