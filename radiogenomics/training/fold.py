@@ -10,8 +10,8 @@ Depth 0 (the heads sit on the standardised stage outputs: a linear model) export
 width C + F with an identity BatchNorm and identity activation, whose units are the logits; the
 heads then just pick their columns. A modules network (`InteractionNet`) exports as one block of
 width C + F + M (the logits, then the M standardised eigengenes), the `interaction` activation that
-appends the eigengenes' products and hinges, and heads that add each logit to its read-out. Predictions of the folded network equal the staged network's
-to float32 round-off (tested).
+appends the eigengenes' products and hinges, and heads that add each logit to its read-out.
+Predictions of the folded network equal the staged network's to float32 round-off (tested).
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def _fold_member(staged: SharedNet, stage: InputStage, config: NetConfig, n_gene
 
 def _fold_interaction(staged: InteractionNet, stage: InputStage, config: NetConfig, n_genes: int) -> tuple[SharedNet, NetConfig]:
     """One block of width T + M on the genes (the outputs' linear logits, then the standardised
-    eigengenes; identity BatchNorm), the `interaction` activation appending the eigengenes' products and hinges,
-    and heads that add each logit to its read-out of the eigengenes and products."""
+    eigengenes; identity BatchNorm), the `interaction` activation appending the eigengenes' products
+    and hinges, and heads that add each logit to its read-out of them."""
     n_classes, n_logits, m = staged.n_classes, staged.wide.out_features, staged.n_modules
     update: dict = {"screen_genes": 0, "components": 0, "modules": 0, "target_screen": False, "widths": (n_logits + m,),
                     "dropout": 0.0, "activation": "interaction" if m else "identity", "interaction_units": m,

@@ -247,10 +247,10 @@ class _RowSnapshots:
     """Each output's weights at its own best epoch (`InteractionNet`, whose outputs are independent),
     or at given per-output epochs (the refit on the whole cohort).
 
-    An output's best epoch is its last whose validation loss was the lowest so far while its AUC stayed
-    within `OUTPUT_AUC_TOLERANCE` of its best AUC at an earlier best epoch (`_output_better`; no
-    margin on the loss: a small fall still counts, at the cost of a few more epochs). One output's AUC on an inner split
-    of ~40 patients is noisy: on the AUC alone, histology's best epoch in the five folds of the
+    An output's best epoch is its last whose validation loss was the lowest so far while its AUC
+    stayed within `OUTPUT_AUC_TOLERANCE` of its best AUC at an earlier best epoch (`_output_better`;
+    no margin on the loss: a small fall still counts, at the cost of a few more epochs). One
+    output's AUC on an inner split of ~40 patients is noisy: on the AUC alone, histology's best epoch in the five folds of the
     nonlinear cohort was 46, 4, 80, 2 and 69, the refit trained it for 46 and the test AUC fell
     with every epoch (0.836 at 5, 0.813 at 46). With the loss as the guide (first starting point,
     train's 5 folds, then the refit; histology / radiomic): nonlinear CV 0.791 / 0.826 against
@@ -488,8 +488,8 @@ OUTPUT_AUC_TOLERANCE = 0.01
 
 def _output_better(score: np.ndarray, loss: np.ndarray, best_score: np.ndarray, best_loss: np.ndarray) -> np.ndarray:
     """Per output: a new best epoch where the validation loss is the lowest so far and the AUC is
-    within `OUTPUT_AUC_TOLERANCE` of the best so far (a smooth criterion, guarded by the AUC that the
-    selection scores)."""
+    within `OUTPUT_AUC_TOLERANCE` of `best_score`, the best AUC at an earlier best epoch (a smooth
+    criterion, guarded by the AUC that the selection scores)."""
     return (score >= best_score - OUTPUT_AUC_TOLERANCE) & (loss < best_loss)
 
 
