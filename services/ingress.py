@@ -21,6 +21,7 @@ child of Serve's proxy-manager actor, which Ray kills without a signal to its ch
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -59,11 +60,42 @@ def active_ingress() -> str:
     return "haproxy" if os.environ.get(HAPROXY_FLAG) == "1" else "proxy"
 
 
+#: Where ports picked ahead of their use come from: below Ray Serve's replica port ranges (HTTP
+#: 30000-31000, gRPC 40000-41000), above Ray's worker ports (10002-19999), and outside the
+#: kernel's ephemeral range, from which every `bind(0)` (Ray's GCS, raylet, agents) draws.
+QUIET_PORTS = range(20000, 30000)
+
+
 def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
+    """A TCP port free on 127.0.0.1 right now that nothing else is about to take by chance.
+
+    A port is picked here and bound later, by HAProxy or a test's server, after a new Ray has
+    bound dozens of ports of its own. An ephemeral port (`bind(0)`) can be handed to one of Ray's
+    processes in that gap, and HAProxy then fails to start; a port of `QUIET_PORTS` outside the
+    ephemeral range cannot be.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in QUIET_PORTS if port not in ephemeral]
+    for _ in range(200):
+        port = candidates[secrets.randbelow(len(candidates))]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: any free port, as before
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_ports() -> range:
+    """The kernel's range for `bind(0)` (Linux's default when it cannot be read)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
 
 
 def haproxy_folder() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def stop_tree(root: int, timeout_s: float = 30.0) -> dict[int, bytes]:
         while time.monotonic() < deadline and any(alive(pid, cmd) for pid, cmd in tree.items()):
             time.sleep(0.2)
     return {pid: cmd for pid, cmd in tree.items() if alive(pid, cmd)}
+
+
+def ready_line(proc: subprocess.Popen, wait_s: float = 120.0) -> str:
+    """The first stdout line of a server started with text pipes (its ready line).
+
+    An empty read means the server closed stdout, i.e. it is exiting: wait for it and fail with
+    its exit code and the tail of its stderr, the one line that says why (polling at once races
+    the exit and loses the message).
+    """
+    line = proc.stdout.readline()
+    if line:
+        return line
+    try:
+        _, err = proc.communicate(timeout=wait_s)  # drains stderr, which a wait alone could leave full
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no ready line: stdout closed, still running after {wait_s:.0f} s") from None
+    raise AssertionError(f"no ready line; exit code {proc.returncode}; stderr:\n{err[-3000:]}")

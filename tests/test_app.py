@@ -27,7 +27,7 @@ from services.client import RadiogenomicsClient
 from services.security import TOKENS_ENV, UNAUTHENTICATED_MESSAGE
 from services.pb.radiogenomics.v1 import masking_pb2, radiomics_pb2
 from tests.conftest import SMALL_MODEL, cut_library, free_port
-from tests.processes import alive, listeners, process_tree
+from tests.processes import alive, listeners, process_tree, ready_line
 from tests.prometheus import prometheus_server, query, wait_for
 
 PYRAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyradiomics"
@@ -61,8 +61,7 @@ def app(small_registry: Path, small_cohort: Path, gmt: Path, tmp_path_factory: p
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", TOKENS_ENV: str(tokens)})
     try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()[-3000:] if proc.poll() is not None else "no ready line"
+        line = ready_line(proc)
         ready = json.loads(line)
         with RadiogenomicsClient(f"127.0.0.1:{port}", token=TOKENS["pacs-gateway"]) as client:
             yield {"ready": ready, "port": port, "metrics": metrics, "client": client, "audit": folder / "audit",
@@ -394,8 +393,7 @@ def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_regi
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()[-3000:] if proc.poll() is not None else "no ready line"
+        line = ready_line(proc)
         ready = json.loads(line)
         assert ready["ingress"] == ingress and ready["host"] == "127.0.0.1"
         assert ready["gateway_replicas"] == len(os.sched_getaffinity(0))

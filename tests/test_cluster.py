@@ -24,7 +24,7 @@ from services.client import RadiogenomicsClient
 from services.ingress import haproxy_environment, haproxy_folder, reap_haproxy
 from tests.conftest import SMALL_MODEL, cut_library, free_port
 from services.pb.radiogenomics.v1 import masking_pb2
-from tests.processes import process_tree
+from tests.processes import process_tree, ready_line
 from tests.prometheus import prometheus_server, query, wait_for
 from tests.raynodes import LocalCluster
 
@@ -203,8 +203,7 @@ def test_serve_with_address_spreads_replicas_and_stops_without_touching_the_clus
     proc = subprocess.Popen([*command, "--radiomics-replicas", "2"], env=cluster["env"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()[-3000:] if proc.poll() is not None else "no ready line"
+        line = ready_line(proc)
         ready = json.loads(line)
         assert ready["ingress"] == "cluster" and (ready["gateway_replicas"], ready["radiomics_replicas"]) == (2, 2)
         assert set(_replica_nodes(cluster, "Gateway")) == set(cluster["nodes"])
@@ -457,13 +456,16 @@ def test_a_node_lost_mid_search_still_gives_a_model(cluster: dict, small_cohort:
                             "--name", "lost", "--address", cluster["address"], "--trials", "4", "--folds", "2",
                             "--max-epochs", "8", "--no-baselines", "--cpus-per-trial", "1", "--quiet"],
                            env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Kill while a trial is inside its training call on the worker: Ray titles that process
+    # "ray::ImplicitFunc.train" only then. Read from /proc every 50 ms, not from the state API, whose
+    # answer can be seconds old (a CI run killed the node after its only trial there had ended).
+    node = cluster["workers"][worker]
     deadline = time.monotonic() + 600
-    while not [a for a in cluster["cluster"].state("actors")
-               if a.get("node_id") == worker and a.get("state") == "ALIVE" and "ImplicitFunc" in a.get("class_name", "")]:
+    while not any(cmd.startswith(b"ray::ImplicitFunc.train") for cmd in process_tree(node.pid).values()):
         assert job.poll() is None, job.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no trial ever ran on the worker node"
-        time.sleep(0.5)
-    _kill_raylet(cluster["workers"][worker])
+        time.sleep(0.05)
+    _kill_raylet(node)
     out, err = job.communicate(timeout=1200)
     assert job.returncode == 0, err[-3000:]
     _gone(cluster, worker)
