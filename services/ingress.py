@@ -21,6 +21,7 @@ child of Serve's proxy-manager actor, which Ray kills without a signal to its ch
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -133,6 +134,21 @@ def ingress_environment(ingress: str, folder: Path | None) -> dict[str, str]:
             raise ValueError("the HAProxy ingress needs a folder (haproxy_folder())")
         return haproxy_environment(folder)
     return classic_environment()
+
+
+def haproxy_startup_failure(exc: BaseException) -> str | None:
+    """HAProxy's own reason, when `exc` is Serve reporting that HAProxy would not start; else None.
+
+    Serve wraps it in a remote-task error carrying HAProxy's whole log on one line; its ALERT
+    lines say why (e.g. "cannot bind socket (Address already in use) for [0.0.0.0:26945]").
+    """
+    text = str(exc)
+    if "HAProxy crashed during startup" not in text:
+        return None
+    alerts = [re.sub(r"\s+", " ", alert).strip()
+              for alert in re.findall(r"\[ALERT\]\s*\(\d+\)\s*:\s*(.*?)(?=\[(?:ALERT|NOTICE|WARNING)\]|$)", text, re.S)]
+    alerts = [re.sub(r"^(?:Binding )?\[[^\]]*haproxy\.cfg:\d+\]\s*(?::\s*)?", "", alert) for alert in alerts]
+    return "; ".join(alert for alert in alerts if alert and not alert.startswith("[")) or "HAProxy exited during startup"
 
 
 def haproxy_pids(folder: Path) -> list[int]:

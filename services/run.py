@@ -29,7 +29,8 @@ from radiogenomics.errors import InputError
 from radiogenomics.pacs.config import PacsConfig
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
-from services.ingress import active_ingress, chosen_ingress, free_loopback_port, haproxy_folder, ingress_environment, reap_haproxy
+from services.ingress import (active_ingress, chosen_ingress, free_loopback_port, haproxy_folder, haproxy_startup_failure,
+                              ingress_environment, reap_haproxy)
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
 APP_READY_TIMEOUT_S = 300
@@ -201,15 +202,30 @@ def serving(config, grpc_port: int, metrics_port: int | None = None, address: st
         from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
         with ray_session(address, metrics_export_port=metrics_port):
-            serve.start(proxy_location=proxy_location, http_options={"host": host, "port": free_loopback_port()},
-                        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
+            with _ingress_failures():
+                serve.start(proxy_location=proxy_location, http_options={"host": host, "port": free_loopback_port()},
+                            grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
             try:
-                _run(radiogenomics_app(config), _blocking=False, name=APP_NAME, route_prefix=f"/{APP_NAME}")
-                _wait_until_running(APP_NAME)
-                _wait_until_serving(_client_host(host), grpc_port)
+                with _ingress_failures():
+                    _run(radiogenomics_app(config), _blocking=False, name=APP_NAME, route_prefix=f"/{APP_NAME}")
+                    _wait_until_running(APP_NAME)
+                    _wait_until_serving(_client_host(host), grpc_port)
                 yield
             finally:
                 serve.shutdown()
+
+
+@contextmanager
+def _ingress_failures() -> Iterator[None]:
+    """HAProxy failing to start (a port taken, say) as one line with its reason, not Serve's remote traceback."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - anything else is re-raised unchanged
+        reason = haproxy_startup_failure(exc)
+        if reason is None:
+            raise
+        raise InputError(f"the HAProxy ingress could not start: {reason}; free that port, or start with "
+                         "--ingress proxy") from None
 
 
 def _client_host(host: str) -> str:
