@@ -29,7 +29,12 @@ from radiogenomics.jsonsafe import json_safe
 from radiogenomics.training.network import EnsembleNet, NetConfig, build_network, predict
 from radiogenomics.training.targets import Predictions, Standardizer, TargetSpec
 
-FORMAT_VERSION = 1
+#: Artifact formats this code reads. 2: a network may read hinges of its module eigengenes
+#: (`NetConfig.interaction_knots`), which code reading only 1 would build without and then refuse
+#: as "weights do not fit"; an artifact is written with the lowest format that describes it, so
+#: one without hinges stays readable by older servers.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 CARD = "model.json"
 WEIGHTS = "weights.pt"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -140,7 +145,7 @@ def export_model(
     for filename, writer in (extra_files or {}).items():
         writer(folder / filename)
     card = ModelCard(
-        format_version=FORMAT_VERSION, name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
+        format_version=_format_version([config, *(members or [])]), name=name, version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
         code_version=code_version(), genes=list(genes),
         normalisation={"mean": scaler.mean.astype(float).tolist(), "sd": scaler.sd.astype(float).tolist()},
         targets=TargetsCard(histology_classes=list(spec.histology_classes), features=list(spec.features),
@@ -198,6 +203,11 @@ class LoadedModel:
         return predict(self.net, self.scaler.transform(np.asarray(expression, dtype=np.float32)))
 
 
+def _format_version(configs: list[NetConfig]) -> int:
+    """The lowest artifact format that describes networks of `configs` (see `FORMAT_VERSION`)."""
+    return 2 if any(config.interaction_knots for config in configs) else 1
+
+
 def load_model(folder: Path) -> LoadedModel:
     """Load and check an artifact folder."""
     folder = Path(folder)
@@ -208,9 +218,10 @@ def load_model(folder: Path) -> LoadedModel:
         raw = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{card_path}: damaged ({exc.msg if hasattr(exc, 'msg') else exc}); re-export the model") from None
-    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
+    if isinstance(raw, dict) and raw.get("format_version") not in READABLE_FORMATS:
         raise ModelError(f"{card_path}: format_version {raw.get('format_version')!r} is not supported "
-                         f"(this code reads {FORMAT_VERSION}); retrain or use a matching radiogenomics version")
+                         f"(this code reads {', '.join(map(str, READABLE_FORMATS))}); retrain or use a matching "
+                         "radiogenomics version")
     try:
         card = ModelCard.model_validate(raw)
     except ValidationError as exc:

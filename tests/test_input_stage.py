@@ -129,6 +129,9 @@ def test_masking_fast_path_equals_dense_and_captum_on_every_architecture(name: s
     config = ARCHITECTURES[name]
     model = load_model(fit_and_export(train, tmp_path, "m", config, epochs=4, seed=1))
     assert model.card.input_stage.get("width", 0) > 0 or not config.staged
+    # the lowest artifact format that describes it: hinges need format 2, anything else stays readable by format-1 code
+    hinged = bool(model.card.hyperparameters.get("interaction_knots"))
+    assert hinged == bool(config.interaction_knots) and model.card.format_version == (2 if hinged else 1)
     data = prepare(model, test)
     n_genes = data.z.shape[1]
     rng = np.random.default_rng(5)
