@@ -7,7 +7,7 @@ a local Ray bound to 127.0.0.1 unless an address is given.
 
 After training and evaluation the demo serves the trained model as the radiogenomics Serve app
 on that same Ray and calls every gRPC service as a client would (one upload extraction, the
-test cohort's predictions, the gene-masking job), checking each answer against the in-process
+test cohort's predictions, a gene-masking job in each mode), checking each answer against the in-process
 result. The core package never imports Serve or gRPC: `services.run` and `services.client` are
 reached by name, as `tune.train` is.
 """
@@ -88,7 +88,8 @@ def _masking_vs_truth(table: pd.DataFrame, truth: dict, q: float = 0.1) -> dict:
                 if len(hit):
                     r = ranked.loc[hit[0]]
                     rows.append({"output": output, "gene_set": program, "rank": int(hit[0]) + 1, "of": len(ranked),
-                                 "auc": round(float(r["auc"]), 3), "q_value": round(float(r["q_value"]), 4),
+                                 "auc": round(float(r["auc"]), 3), "null_auc": round(float(r["null_mean"]), 3),
+                                 "q_value": round(float(r["q_value"]), 4),
                                  "best_decoy_rank": min(decoy_ranks) if decoy_ranks else None})
     found = sum(r["q_value"] < q for r in rows)
     decoy_calls = int(((table["q_value"] < q) & table["gene_set"].isin(decoys)).sum())
@@ -216,7 +217,7 @@ def _served_predictions(client: Any, model_dir: Path, cohort: Cohort, evaluation
             "max_auc_diff_vs_evaluation": float(max(recorded)) if recorded else None, "plot": str(plot)}
 
 
-def _served_masking(client: Any, gmt: Path, seed: int, progress: bool) -> tuple[dict, pd.DataFrame]:
+def _served_masking(client: Any, gmt: Path, seed: int, progress: bool, mode: str = "keep") -> tuple[dict, pd.DataFrame]:
     """MaskingService: submit the test cohort (a path under the server's data root) with the generator's GMT.
 
     Follows the job's progress stream to its end and fetches every result row; a job that does
@@ -225,8 +226,9 @@ def _served_masking(client: Any, gmt: Path, seed: int, progress: bool) -> tuple[
     from tqdm import tqdm
 
     job_state = importlib.import_module("services.pb.radiogenomics.v1.masking_pb2").JobState
-    job = client.submit_masking(cohort_path="test", gmt_text=gmt.read_text(), null_sets=1000, seed=seed, label="demo")
-    with tqdm(desc="mask (MaskingService)", unit="chunk", disable=not progress, file=sys.stderr) as bar:
+    job = client.submit_masking(cohort_path="test", gmt_text=gmt.read_text(), mode=mode, null_sets=1000, seed=seed,
+                                label=f"demo-{mode}")
+    with tqdm(desc=f"mask {mode} (MaskingService)", unit="chunk", disable=not progress, file=sys.stderr) as bar:
         def show(status: Any) -> None:
             bar.total = status.chunks_total
             bar.update(status.chunks_done - bar.n)
@@ -236,7 +238,7 @@ def _served_masking(client: Any, gmt: Path, seed: int, progress: bool) -> tuple[
     if state != "SUCCEEDED":
         raise RuntimeError(f"masking job {job} ended {state}: {getattr(final, 'error', '') or 'no reason given'}")
     table = client.results(job)
-    return {"job_id": job, "state": state, "gene_sets": final.gene_sets, "skipped": len(final.skipped),
+    return {"job_id": job, "mode": mode, "state": state, "gene_sets": final.gene_sets, "skipped": len(final.skipped),
             "chunks": final.chunks_total, "evaluations": final.evaluations, "result_rows": len(table)}, table
 
 
@@ -317,7 +319,8 @@ def _run_stages(out: Path, hallmark_gmt: Path, full: bool, seed: int, progress: 
     card = json.loads((trained["model"] / "model.json").read_text())
     result.report = {"planted_histology_sets": recovery, "image_features_vs_programs": image_truth,
                      "model": str(trained["model"]), "comparison_cv": card["cv_metrics"].get("comparison", []),
-                     "test": _test_summary(card), "services": services, "masking": masking,
+                     "test": _test_summary(card), "services": services,
+                     "masking": masking.get("keep", {}), "masking_drop": masking.get("drop", {}),
                      "plots": {name: str(path.relative_to(out)) for name, path in _plots(out).items()},
                      "pending": PENDING, "stages": result.stages}
     _write_report(out, result)
@@ -326,7 +329,8 @@ def _run_stages(out: Path, hallmark_gmt: Path, full: bool, seed: int, progress: 
 
 def _plots(out: Path) -> dict[str, Path]:
     """The figures the demo draws, by name."""
-    return {"roc_test": out / "plots" / "roc_test.png", "masking_heatmap": out / "plots" / "masking_heatmap.png"}
+    return {"roc_test": out / "plots" / "roc_test.png", "masking_heatmap": out / "plots" / "masking_heatmap.png",
+            "masking_heatmap_drop": out / "plots" / "masking_heatmap_drop.png"}
 
 
 def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: Path, test: Cohort, truth: dict,
@@ -352,15 +356,17 @@ def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: 
             evaluation = json.loads((out / "evaluation" / "metrics.json").read_text())
             return _served_predictions(served["client"], model_dir, test, evaluation, truth, _plots(out)["roc_test"])
 
-        def mask() -> dict:
-            summary, table = _served_masking(served["client"], cohort_dir / "gene_sets.gmt", seed, progress)
+        def mask(mode: str) -> dict:
+            summary, table = _served_masking(served["client"], cohort_dir / "gene_sets.gmt", seed, progress, mode)
             (out / "masking").mkdir(parents=True, exist_ok=True)
-            table.to_csv(out / "masking" / "results.csv", index=False)
-            masking.update(_masking_vs_truth(table, truth))
-            masking_heatmap(table, _plots(out)["masking_heatmap"], _planted_pairs(truth),
-                            _output_order(truth, list(dict.fromkeys(table["output"]))))
-            return {**summary, "results": str(out / "masking" / "results.csv"), "recall_q<0.1": masking["recall"],
-                    "decoy_calls": masking["decoy_calls"]}
+            suffix = "" if mode == "keep" else f"_{mode}"
+            table.to_csv(out / "masking" / f"results{suffix}.csv", index=False)
+            found = masking.setdefault(mode, {})
+            found.update(_masking_vs_truth(table, truth))
+            masking_heatmap(table, _plots(out)[f"masking_heatmap{suffix}"], _planted_pairs(truth),
+                            _output_order(truth, list(dict.fromkeys(table["output"]))), mode=mode)
+            return {**summary, "results": str(out / "masking" / f"results{suffix}.csv"), "recall_q<0.1": found["recall"],
+                    "decoy_calls": found["decoy_calls"]}
 
         def stop() -> dict:
             app.close()
@@ -372,10 +378,21 @@ def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: 
             lambda: _served_extraction(served["client"], cohort_dir / "test" / "images" / "manifest.csv",
                                        out / "features_test.csv"))
         served["prediction"] = result.stage("PredictionService: the test cohort against the in-process model", predict)
-        served["masking_job"] = result.stage("MaskingService: gene-masking job on the test cohort with the generator's "
-                                             "gene sets (1,000 nulls per size)", mask)
+        served["masking_job"] = result.stage("MaskingService: gene-masking job (keep each set alone) on the test cohort "
+                                             "with the generator's gene sets (1,000 nulls per size)", lambda: mask("keep"))
+        served["masking_drop_job"] = result.stage("MaskingService: the same job in drop mode (each set removed)",
+                                                  lambda: mask("drop"))
         result.stage("stop the Serve app", stop)
-    return {k: served[k] for k in ("extraction", "prediction", "masking_job")}
+    return {k: served[k] for k in ("extraction", "prediction", "masking_job", "masking_drop_job")}
+
+
+#: Why the report shows both masking modes (the per-set table under it gives this run's figures).
+MASKING_MODES_NOTE = (
+    "Why both modes: an AUC does not change when a score is scaled, so in keep mode a random set that "
+    "happens to hold one or two of the few genes a screened network reads ranks patients almost as well as "
+    "the planted set: the random sets' AUCs (the null) run high and the planted set does not stand out. "
+    "Removing a set (drop mode) is the sharper test for such a model: a random set rarely holds more than one "
+    "of those genes, the planted set holds most of them.")
 
 
 def _write_report(out: Path, result: DemoResult) -> None:
@@ -398,16 +415,37 @@ def _write_report(out: Path, result: DemoResult) -> None:
               "### Independent test cohort (AUC; CIs in evaluation/metrics.md)", "",
               pd.DataFrame(result.report["test"]).to_markdown(index=False, floatfmt=".3f")]
     lines += _services_section(result.report.get("services") or {}, result.report.get("plots") or {})
-    masking = result.report.get("masking") or {}
-    if masking:
-        lines += ["", "## Gene masking against the planted truth (MaskingService job, keep mode, test, q < 0.1)", "",
-                  f"Planted associations found: {masking['recall']}; decoy sets called: {masking['decoy_calls']} "
-                  f"(of {masking['calls']} calls in all). Full table: `masking/results.csv`.", "",
-                  f"![Gene-masking heatmap]({result.report['plots']['masking_heatmap']})", "",
+    for mode, key, csv, plot, question in (
+            ("keep", "masking", "results.csv", "masking_heatmap", "how well each set alone still predicts each output"),
+            ("drop", "masking_drop", "results_drop.csv", "masking_heatmap_drop", "how much removing each set hurts each output")):
+        masking = result.report.get(key) or {}
+        if not masking:
+            continue
+        lines += ["", f"## Gene masking against the planted truth (MaskingService job, {mode} mode, test, q < 0.1)", "",
+                  f"{question.capitalize()}, against size-matched random sets. Planted associations found: "
+                  f"{masking['recall']}; decoy sets called: {masking['decoy_calls']} (of {masking['calls']} calls in all). "
+                  f"Full table: `masking/{csv}`.", "",
+                  f"![Gene-masking heatmap, {mode} mode]({result.report['plots'][plot]})", "",
                   pd.DataFrame(masking["planted"]).to_markdown(index=False) if masking["planted"] else "(no planted output scored)"]
+    lines += _masking_modes_table(result.report.get("masking") or {}, result.report.get("masking_drop") or {})
     if PENDING:
         lines += ["", "## Stages not built yet", ""] + [f"- {name} (issue #{n})" for name, n in PENDING.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _masking_modes_table(keep: dict, drop: dict) -> list[str]:
+    """Per planted gene set: associations found in each mode, with the mean AUC and null AUC of each."""
+    if not keep.get("planted") or not drop.get("planted"):
+        return []
+    rows = []
+    for name, found in (("keep", keep), ("drop", drop)):
+        table = pd.DataFrame(found["planted"])
+        rows.append(table.assign(found=table["q_value"] < 0.1).groupby("gene_set").agg(
+            **{f"found ({name})": ("found", "sum"), "outputs": ("found", "size"),
+               f"mean AUC ({name})": ("auc", "mean"), f"mean null AUC ({name})": ("null_auc", "mean")}))
+    both = rows[0].join(rows[1].drop(columns="outputs")).reset_index()
+    return ["", "### Planted gene sets in both modes", "", MASKING_MODES_NOTE, "",
+            both.to_markdown(index=False, floatfmt=".3f")]
 
 
 def _services_section(services: dict, plots: dict) -> list[str]:
@@ -424,9 +462,10 @@ def _services_section(services: dict, plots: dict) -> list[str]:
          "served against in-process probabilities (same artifact)", f"max abs diff {pred['max_abs_diff']:.3g}"),
         ("(the same served predictions)", "AUCs against the evaluation stage's",
          "n/a" if auc_diff is None else f"max abs diff {auc_diff:.3g}"),
-        (f"MaskingService job {job['job_id']}",
-         f"{job['gene_sets']} gene sets, {job['chunks']} chunks, {job['evaluations']} evaluations",
-         f"{job['state']}, {job['result_rows']} result rows (analysed in the next section)"),
+        *[(f"MaskingService job {j['job_id']} ({j.get('mode', 'keep')} mode)",
+           f"{j['gene_sets']} gene sets, {j['chunks']} chunks, {j['evaluations']} evaluations",
+           f"{j['state']}, {j['result_rows']} result rows (analysed below)")
+          for j in (job, services.get("masking_drop_job")) if j],
     ]
     aucs = pd.DataFrame([{"output": k, "served AUC": v} for k, v in pred["auc_histology"].items()])
     intro = ("The trained model served as the radiogenomics Serve app on the demo's Ray; every call went through "
@@ -441,5 +480,7 @@ def _services_section(services: dict, plots: dict) -> list[str]:
 def summary_line(result: DemoResult) -> str:
     """One JSON line for stdout."""
     aucs = {f"{r['gene_set']}->{r['output']}": r["auc_test"] for r in result.report["planted_histology_sets"]}
+    recall = {mode: (result.report.get(key) or {}).get("recall") for mode, key in (("keep", "masking"), ("drop", "masking_drop"))}
     return json.dumps({"out": str(result.out), "report": str(result.out / "report.md"), "test_auc": aucs,
+                       "masking_recall": recall,
                        "seconds": round(float(np.sum([s["seconds"] for s in result.stages])), 1)})

@@ -73,21 +73,25 @@ def _heatmap_rows(table: pd.DataFrame, top: int, always: Collection[str]) -> lis
 
 
 def masking_heatmap(table: pd.DataFrame, path: Path, planted: Collection[tuple[str, str]] = (),
-                    outputs: Sequence[str] | None = None, top: int = 20, q: float = 0.1) -> Path:
-    """Heatmap of gene sets x outputs from a keep-mode masking table, coloured by AUC minus the null mean.
+                    outputs: Sequence[str] | None = None, top: int = 20, q: float = 0.1, mode: str = "keep") -> Path:
+    """Heatmap of gene sets x outputs from a masking table, coloured by how far the set is from its null.
 
     `table` has one row per (gene_set, output) with `auc`, `null_mean` (mean AUC of size-matched
     random sets) and `q_value`; the colour is how much better the set alone predicts the output
     than random sets of its size. Rows: the `top` sets with the lowest q for any output, plus every
     planted set not among them, so the truth is always on the figure. Columns: `outputs` in that
     order (default: table order). A dot marks a call (q < `q`); a frame marks a planted (set, output) pair.
+    In drop mode the colour is the other way round, the null mean minus the AUC without the set: how
+    much more removing the set hurts than removing random sets of its size. Red is a set that matters.
     """
+    if mode not in ("keep", "drop"):
+        raise InputError(f"masking mode {mode!r} is not one of: keep, drop")
     missing = {"gene_set", "output", "auc", "null_mean", "q_value"} - set(table.columns)
     if missing:
         raise InputError(f"masking table lacks column(s) {', '.join(sorted(missing))}")
     if table.empty:
         raise InputError("masking table is empty; nothing to draw")
-    table = table.assign(effect=table["auc"] - table["null_mean"])
+    table = table.assign(effect=(table["auc"] - table["null_mean"]) * (1 if mode == "keep" else -1))
     outputs = list(outputs) if outputs is not None else list(dict.fromkeys(table["output"]))
     rows = _heatmap_rows(table, top, {s for s, _ in planted})
     effect = table.pivot_table(index="gene_set", columns="output", values="effect").reindex(index=rows, columns=outputs)
@@ -109,9 +113,10 @@ def masking_heatmap(table: pd.DataFrame, path: Path, planted: Collection[tuple[s
     ax.set_xlabel("model output", fontsize=8)
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2, fontsize=7, frameon=False)
     bar = fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
-    bar.set_label("AUC of the kept set - mean AUC of random sets of its size", fontsize=7)
+    bar.set_label("AUC of the kept set - mean AUC of random sets of its size" if mode == "keep" else
+                  "mean AUC without random sets of its size - AUC without the set", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    fig.suptitle(f"Gene masking (keep mode): the {min(top, len(rows))} gene sets with the lowest q, "
+    fig.suptitle(f"Gene masking ({mode} mode): the {min(top, len(rows))} gene sets with the lowest q, "
                  "plus planted sets not among them", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -202,8 +202,17 @@ def test_demo_main_job_runs_and_reports(tmp_path: Path) -> None:
     assert masking["planted"] and "Gene masking against the planted truth" in report
     hypoxia = next(r for r in masking["planted"] if r["gene_set"] == "HALLMARK_HYPOXIA" and r["output"] == "histology:SCC")
     assert hypoxia["best_decoy_rank"] is None or hypoxia["rank"] < hypoxia["best_decoy_rank"]
-    # The figures: ROC of the served predictions and the masking heatmap, linked from the report.
-    for name in ("roc_test", "masking_heatmap"):
+    # The same job in drop mode: every output scored by the AUC lost without each set, both modes compared per planted set.
+    drop_job, drop = services["masking_drop_job"], full["masking_drop"]
+    assert drop_job["state"] == "SUCCEEDED" and drop_job["mode"] == "drop" and services["masking_job"]["mode"] == "keep"
+    dropped = pd.read_csv(out / "masking" / "results_drop.csv")
+    assert len(dropped) == drop_job["result_rows"] and set(dropped["output"]) == set(metrics)
+    assert "delta_auc" in dropped and dropped["q_value"].between(0, 1).all()
+    assert {(r["gene_set"], r["output"]) for r in drop["planted"]} == {(r["gene_set"], r["output"]) for r in masking["planted"]}
+    assert summary["masking_recall"] == {"keep": masking["recall"], "drop": drop["recall"]}
+    assert "drop mode" in report and "### Planted gene sets in both modes" in report
+    # The figures: ROC of the served predictions and the masking heatmaps, linked from the report.
+    for name in ("roc_test", "masking_heatmap", "masking_heatmap_drop"):
         assert full["plots"][name] == f"plots/{name}.png" and _is_png(out / "plots" / f"{name}.png")
         assert f"](plots/{name}.png)" in report
     # An unrelated non-empty directory is refused (an earlier demo's output would be replaced).
