@@ -337,7 +337,7 @@ def _service_stages(result: DemoResult, out: Path, cohort_dir: Path, model_dir: 
                     masking: dict, seed: int, progress: bool, address: str | None) -> dict:
     """Serve the trained model as the radiogenomics app on the running Ray and call every gRPC service.
 
-    Each call is a stage of its own; `masking` receives the masking results against the planted
+    Each call is a stage of its own; `masking` receives, per mode ("keep", "drop"), the masking results against the planted
     truth. The app is stopped (also on failure) before this returns; returns each stage's figures.
     """
     served: dict[str, Any] = {}
