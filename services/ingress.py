@@ -65,6 +65,7 @@ def active_ingress() -> str:
 #: 30000-31000, gRPC 40000-41000), above Ray's worker ports (10002-19999), and outside the
 #: kernel's ephemeral range, from which every `bind(0)` (Ray's GCS, raylet, agents) draws.
 QUIET_PORTS = range(20000, 30000)
+_HANDED_OUT: set[int] = set()
 
 
 def free_loopback_port() -> int:
@@ -76,14 +77,15 @@ def free_loopback_port() -> int:
     ephemeral range cannot be.
     """
     ephemeral = _ephemeral_ports()
-    candidates = [port for port in QUIET_PORTS if port not in ephemeral]
-    for _ in range(200):
+    candidates = [port for port in QUIET_PORTS if port not in ephemeral and port not in _HANDED_OUT]
+    for _ in range(200 if candidates else 0):  # none left (a kernel range covering them all): bind(0) below
         port = candidates[secrets.randbelow(len(candidates))]
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)  # never handed out twice by this process, though it is free until bound
             return port
     with socket.socket() as sock:  # a crowded range: any free port, as before
         sock.bind(("127.0.0.1", 0))

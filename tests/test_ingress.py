@@ -54,7 +54,7 @@ def test_each_haproxy_run_gets_its_own_ports_and_folder() -> None:
         port_keys = [key for key in a if key.endswith("_PORT")]
         assert len(port_keys) == 4
         ports = [int(a[key]) for key in port_keys] + [int(b[key]) for key in port_keys]
-        assert all(port in QUIET_PORTS for port in ports)
+        assert all(port in QUIET_PORTS for port in ports) and len(set(ports)) == len(ports)  # no port twice
         assert a["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith(str(first))
         assert b["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith(str(second))
     finally:
