@@ -205,7 +205,7 @@ class LoadedModel:
 
 def _format_version(configs: list[NetConfig]) -> int:
     """The lowest artifact format that describes networks of `configs` (see `FORMAT_VERSION`)."""
-    return 2 if any(config.interaction_knots for config in configs) else 1
+    return FORMAT_VERSION if any(config.interaction_knots for config in configs) else 1
 
 
 def load_model(folder: Path) -> LoadedModel:

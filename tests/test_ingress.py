@@ -88,13 +88,15 @@ def test_haproxy_that_cannot_bind_its_port_fails_serve_in_one_line(small_registr
     reason and the way out in one line, no traceback, and leaves no HAProxy or Ray process behind."""
     proc = subprocess.Popen([sys.executable, "-c", HOLD_A_PORT, "serve", str(small_registry / SMALL_MODEL),
                              "--grpc-port", str(free_loopback_port()), "--jobs-dir", str(tmp_path / "jobs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=(tmp_path / "stderr.txt").open("w"), text=True,
                             env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     tree: dict[int, bytes] = {}
-    while proc.poll() is None:
+    deadline = time.monotonic() + 300  # stderr goes to a file: a full pipe cannot stall the server
+    while proc.poll() is None and time.monotonic() < deadline:
         tree.update(process_tree(proc.pid))
         time.sleep(0.2)
-    out, err = proc.communicate()
+    out, _ = proc.communicate(timeout=60)
+    err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 2 and out == "", err[-3000:]
     (line,) = [line for line in err.splitlines() if line.startswith("radiogenomics serve: error:")]
     assert "the HAProxy ingress could not start: for proxy stats: cannot bind socket (Address already in use)" in line
