@@ -87,9 +87,14 @@ def free_loopback_port() -> int:
                 continue
             _HANDED_OUT.add(port)  # never handed out twice by this process, though it is free until bound
             return port
-    with socket.socket() as sock:  # a crowded range: any free port, as before
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    for _ in range(100):  # a crowded range: any free port the kernel gives, still never one handed out before
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            break
+    _HANDED_OUT.add(port)
+    return port
 
 
 def _ephemeral_ports() -> range:
@@ -147,10 +152,19 @@ def haproxy_startup_failure(exc: BaseException) -> str | None:
     text = str(exc)
     if "HAProxy crashed during startup" not in text:
         return None
-    alerts = [re.sub(r"\s+", " ", alert).strip()
-              for alert in re.findall(r"\[ALERT\]\s*\(\d+\)\s*:\s*(.*?)(?=\[(?:ALERT|NOTICE|WARNING)\]|$)", text, re.S)]
-    alerts = [re.sub(r"^(?:Binding )?\[[^\]]*haproxy\.cfg:\d+\]\s*(?::\s*)?", "", alert) for alert in alerts]
-    return "; ".join(alert for alert in alerts if alert and not alert.startswith("[")) or "HAProxy exited during startup"
+    reasons: list[str] = []
+    for alert in re.findall(r"\[ALERT\]\s*\(\d+\)\s*:\s*([^\n]*?)(?=\[(?:ALERT|NOTICE|WARNING)\]|\\n|\n|Traceback|$)", text):
+        reason = re.sub(r"^(?:Binding )?\[[^\]]*haproxy\.cfg:\d+\]\s*(?::\s*)?", "", re.sub(r"\s+", " ", alert).strip())
+        if reason and not reason.startswith("[") and reason not in reasons:
+            reasons.append(reason)
+    return "; ".join(reasons) or "HAProxy exited during startup"
+
+
+def haproxy_failure_hint(reason: str, local: bool) -> str:
+    """The way out of an HAProxy startup failure: free a port only when one was taken; the classic proxy only
+    when this process starts the Ray (on a cluster the ingress is the cluster's own choice)."""
+    ways = (["free that port"] if "cannot bind" in reason else []) + (["start with --ingress proxy"] if local else [])
+    return ", or ".join(ways)
 
 
 def haproxy_pids(folder: Path) -> list[int]:

@@ -29,7 +29,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.pacs.config import PacsConfig
 from radiogenomics.raycluster import ray_session
 from radiogenomics.registry import CARD, versions
-from services.ingress import (active_ingress, chosen_ingress, free_loopback_port, haproxy_folder, haproxy_startup_failure,
+from services.ingress import (active_ingress, chosen_ingress, free_loopback_port, haproxy_failure_hint, haproxy_folder, haproxy_startup_failure,
                               ingress_environment, reap_haproxy)
 from services.security import TOKENS_ENV, SecurityConfig, load_tokens
 
@@ -202,11 +202,11 @@ def serving(config, grpc_port: int, metrics_port: int | None = None, address: st
         from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
         with ray_session(address, metrics_export_port=metrics_port):
-            with _ingress_failures():
+            with _ingress_failures(address is None):
                 serve.start(proxy_location=proxy_location, http_options={"host": host, "port": free_loopback_port()},
                             grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
             try:
-                with _ingress_failures():
+                with _ingress_failures(address is None):
                     _run(radiogenomics_app(config), _blocking=False, name=APP_NAME, route_prefix=f"/{APP_NAME}")
                     _wait_until_running(APP_NAME)
                     _wait_until_serving(_client_host(host), grpc_port)
@@ -216,7 +216,7 @@ def serving(config, grpc_port: int, metrics_port: int | None = None, address: st
 
 
 @contextmanager
-def _ingress_failures() -> Iterator[None]:
+def _ingress_failures(local: bool) -> Iterator[None]:
     """HAProxy failing to start (a port taken, say) as one line with its reason, not Serve's remote traceback."""
     try:
         yield
@@ -224,8 +224,8 @@ def _ingress_failures() -> Iterator[None]:
         reason = haproxy_startup_failure(exc)
         if reason is None:
             raise
-        raise InputError(f"the HAProxy ingress could not start: {reason}; free that port, or start with "
-                         "--ingress proxy") from None
+        hint = haproxy_failure_hint(reason, local)
+        raise InputError(f"the HAProxy ingress could not start: {reason}" + (f"; {hint}" if hint else "")) from None
 
 
 def _client_host(host: str) -> str:

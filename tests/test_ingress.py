@@ -4,6 +4,7 @@ its own files, and a clear error when HAProxy cannot start."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.ingress import QUIET_PORTS, _ephemeral_ports, free_loopback_port, haproxy_folder, haproxy_environment, reap_haproxy
+from services.ingress import (QUIET_PORTS, _ephemeral_ports, free_loopback_port, haproxy_environment, haproxy_failure_hint,
+                              haproxy_folder, haproxy_pids, haproxy_startup_failure, reap_haproxy)
 from tests.conftest import SMALL_MODEL
 from tests.processes import alive, process_tree
 
@@ -27,21 +29,35 @@ def test_picked_ports_are_free_and_outside_the_ephemeral_range() -> None:
     assert len(set(ports)) > 1  # random, so two runs of the app rarely pick the same
 
 
-def test_a_taken_port_is_never_picked() -> None:
-    """Bind most of the quiet range's first ports: whatever is returned must still be bindable."""
+def test_a_taken_port_is_never_picked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet range of 12 ports with all but two held: the picker returns those two, then (none left) a free
+    port from the kernel, never a held one and never one twice."""
+    import services.ingress as ingress
+
+    base = 20000 + secrets.randbelow(9000)
+    monkeypatch.setattr(ingress, "QUIET_PORTS", range(base, base + 12))
+    monkeypatch.setattr(ingress, "_ephemeral_ports", lambda: range(0))
+    monkeypatch.setattr(ingress, "_HANDED_OUT", set())
     held = []
     try:
-        for port in QUIET_PORTS[:300]:
+        for port in range(base, base + 12):
             sock = socket.socket()
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:  # someone else's already: just as taken
                 sock.close()
                 continue
             held.append(sock)
-        taken = {sock.getsockname()[1] for sock in held}
-        for _ in range(100):
-            assert free_loopback_port() not in taken
+        freed = [held.pop(secrets.randbelow(len(held))) for _ in range(min(2, len(held)))]
+        spare = [sock.getsockname()[1] for sock in freed]
+        for sock in freed:
+            sock.close()
+        picked = [ingress.free_loopback_port() for _ in range(4)]
+        assert sorted(picked[:len(spare)]) == sorted(spare)
+        assert len(set(picked)) == len(picked) and not set(picked) & {sock.getsockname()[1] for sock in held}
+        for port in picked:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))  # each one is free
     finally:
         for sock in held:
             sock.close()
@@ -63,13 +79,15 @@ def test_each_haproxy_run_gets_its_own_ports_and_folder() -> None:
 
 
 HOLD_A_PORT = """
-import socket, sys
+import os, socket, sys
 import services.ingress as ingress
 choose = ingress.haproxy_environment
 held = []
 
 def taken_by_someone_else(folder):
     env = choose(folder)
+    with open(os.environ["RG_TEST_HAPROXY_FOLDER_FILE"], "w") as out:
+        out.write(str(folder))
     sock = socket.socket()
     sock.bind(("0.0.0.0", int(env["RAY_SERVE_HAPROXY_STATS_PORT"])))
     sock.listen()
@@ -89,7 +107,8 @@ def test_haproxy_that_cannot_bind_its_port_fails_serve_in_one_line(small_registr
     proc = subprocess.Popen([sys.executable, "-c", HOLD_A_PORT, "serve", str(small_registry / SMALL_MODEL),
                              "--grpc-port", str(free_loopback_port()), "--jobs-dir", str(tmp_path / "jobs")],
                             stdout=subprocess.PIPE, stderr=(tmp_path / "stderr.txt").open("w"), text=True,
-                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                                 "RG_TEST_HAPROXY_FOLDER_FILE": str(tmp_path / "folder.txt")})
     tree: dict[int, bytes] = {}
     deadline = time.monotonic() + 300  # stderr goes to a file: a full pipe cannot stall the server
     while proc.poll() is None and time.monotonic() < deadline:
@@ -101,8 +120,35 @@ def test_haproxy_that_cannot_bind_its_port_fails_serve_in_one_line(small_registr
     (line,) = [line for line in err.splitlines() if line.startswith("radiogenomics serve: error:")]
     assert "the HAProxy ingress could not start: for proxy stats: cannot bind socket (Address already in use)" in line
     assert line.endswith("free that port, or start with --ingress proxy") and "Traceback" not in err
-    assert any(cmd.startswith(b"ray::HAProxyManager") for cmd in tree.values()), "HAProxy was never started"
+    # the reason is HAProxy's own ALERT, so HAProxy ran; none of its processes outlives `serve`, nor its folder
+    folder = Path((tmp_path / "folder.txt").read_text())
+    assert haproxy_pids(folder) == [] and not folder.exists()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(alive(pid, cmd) for pid, cmd in tree.items()):
         time.sleep(0.2)
     assert not {pid for pid, cmd in tree.items() if alive(pid, cmd)}
+
+
+#: What Serve raises when HAProxy exits during startup: HAProxy's whole log inside a remote-task error
+#: (shape copied from a real run with the stats port held; two ALERTs for one cause, and a traceback after).
+SERVE_ERROR = ("ray::HAProxyManager.start() (pid=4242, ip=127.0.0.1, actor_id=abc)\n  File \"x.py\", line 1\n"
+               "RuntimeError: HAProxy crashed during startup: [NOTICE]   (4250) : haproxy version is 2.8.5\\n"
+               "[ALERT]    (4250) : Binding [/tmp/rg-hap-x/haproxy.cfg:31] for proxy stats: cannot bind socket "
+               "(Address already in use) for [0.0.0.0:20759]\\n[ALERT]    (4250) : Binding [/tmp/rg-hap-x/haproxy.cfg:31] "
+               "for proxy stats: cannot bind socket (Address already in use) for [0.0.0.0:20759]\\n"
+               "[ALERT]    (4250) : [haproxy.main()] Some protocols failed to start their listeners! Exiting.\n"
+               "Traceback (most recent call last):\n  File \"y.py\", line 2, in start\n")
+
+
+def test_haproxy_failure_is_one_reason_once_with_the_right_way_out() -> None:
+    reason = haproxy_startup_failure(RuntimeError(SERVE_ERROR))
+    assert reason == "for proxy stats: cannot bind socket (Address already in use) for [0.0.0.0:20759]"
+    assert haproxy_failure_hint(reason, local=True) == "free that port, or start with --ingress proxy"
+    assert haproxy_failure_hint(reason, local=False) == "free that port"  # a cluster's ingress is the cluster's
+    other = haproxy_startup_failure(RuntimeError(SERVE_ERROR.replace("for proxy stats: cannot bind socket "
+                                                                     "(Address already in use) for [0.0.0.0:20759]",
+                                                                     "parsing: unknown keyword 'h2'")))
+    assert other == "parsing: unknown keyword 'h2'"
+    assert haproxy_failure_hint(other, local=True) == "start with --ingress proxy"  # no port to free
+    assert haproxy_failure_hint(other, local=False) == ""
+    assert haproxy_startup_failure(RuntimeError("a replica failed its health check")) is None
