@@ -18,7 +18,9 @@ synthetic cohort and exported to a temporary registry. Then, one 21,766-gene pro
 and one `PredictStream` of 1,000 profiles (COMPACT, chunks of 100) through the app, against the
 model's batched forward pass over the same 1,000 profiles in chunks of 100.
 Printed: profiles/s, p50 and p99 latency (ms), each app path's ratio to the plain server (same
-answer form) and to the model. Goals (issue #14): app >= 1.0x plain at 32 clients; app p50 at
+answer form) and to the model; and, at 32 clients (NAMED), the CPU time each request costs, by
+process (gateway replicas, HAProxy, the rest of Ray, the plain server, the clients): the figure
+that says where the time goes, and that moves little with the noise of a shared machine. Goals (issue #14): app >= 1.0x plain at 32 clients; app p50 at
 1 client <= 2x plain's; the stream >= 25 % of the model's batched throughput.
 
     python bench/prediction.py [--seconds 6]
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -93,10 +96,60 @@ asyncio.run(main())
 """
 
 Result = tuple[float, float, float]  # profiles/s, p50 s, p99 s
+CPU: dict[str, dict[str, float]] = {}  # path -> role -> CPU ms per request (NAMED, CPU_LEVEL clients)
 
 
 def _summary(rate: float, latencies: np.ndarray) -> Result:
     return rate, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
+
+
+CPU_LEVEL = 32  # the client count at which CPU time per request is taken, by process
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) `pid` has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _process_kinds(root: int) -> dict[int, str]:
+    """Every process under `root` (from /proc), by role: the gateway replicas, HAProxy, or the rest of Ray."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    kinds, frontier = {}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid in [pid for pid, ppid in parents.items() if ppid == parent and pid not in kinds]:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            kinds[pid] = ("gateway replicas" if b"Gateway" in argv[0] else
+                          "HAProxy" if argv[0].endswith(b"haproxy") else "rest of Ray")
+            frontier.append(pid)
+    return kinds
+
+
+def _cpu_per_request(kinds: dict[int, str], run: Callable[[], Result]) -> tuple[Result, dict[str, float]]:
+    """Run a load and charge each process's CPU time to it: ms per answered request, by role (the clients
+    are this process). Unlike profiles/s this hardly moves with what else the machine is doing."""
+    before = {pid: _cpu_s(pid) for pid in kinds}
+    mine, began = time.process_time(), time.perf_counter()
+    result = run()
+    requests = result[0] * (time.perf_counter() - began)
+    spent = {"clients": time.process_time() - mine}
+    for pid, kind in kinds.items():
+        spent[kind] = spent.get(kind, 0.0) + _cpu_s(pid) - before[pid]
+    return result, {kind: seconds * 1e3 / requests for kind, seconds in spent.items()}
 
 
 async def _load(target: str, call_name: str, requests: list, clients: int, seconds: float, per_request: int = 1) -> Result:
@@ -199,8 +252,12 @@ def _run_plain(folder: Path, requests: dict[str, list], seconds: float) -> dict[
                              stdout=subprocess.PIPE, text=True, cwd=PROJECT)
     try:
         assert plain.stdout.readline().strip() == "ready"
-        return {path: {n: asyncio.run(_load(f"127.0.0.1:{port}", "Predict", requests[form], n, seconds)) for n in LEVELS}
-                for path, form in (("plain", "named"), ("plain-compact", "compact"))}
+        target = f"127.0.0.1:{port}"
+        results = {path: {n: asyncio.run(_load(target, "Predict", requests[form], n, seconds)) for n in LEVELS}
+                   for path, form in (("plain", "named"), ("plain-compact", "compact"))}
+        _, CPU["plain"] = _cpu_per_request({plain.pid: "plain server"}, lambda: asyncio.run(
+            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)))
+        return results
     finally:
         plain.terminate()
         plain.wait()
@@ -220,6 +277,8 @@ def _run_app(config, ingress: str, requests: dict[str, list], seconds: float) ->
                                  ("app-v2", "ModelInfer", "infer")):
             results[path] = {n: asyncio.run(_load(target, call, requests[form], n, seconds)) for n in LEVELS}
         stream = asyncio.run(_stream(target, requests["chunks"]))
+        _, CPU["app"] = _cpu_per_request(_process_kinds(os.getpid()), lambda: asyncio.run(
+            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)))
     return results, stream
 
 
@@ -256,6 +315,9 @@ def main() -> int:
             print(f"{n:>7} | {path:<13} | {rate:>10.1f} | {p50 * 1e3:>7.2f} | {p99 * 1e3:>7.2f} | {vs_plain:>6} | {vs_model:>6}")
     print(f"PredictStream of {STREAM_PROFILES} profiles (COMPACT, chunks of {STREAM_CHUNK}): {stream:.0f} profiles/s; "
           f"model over the same chunks {model_stream:.0f} profiles/s = {stream / model_stream:.0%}")
+    for path, roles in CPU.items():
+        parts = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(roles.items(), key=lambda kv: -kv[1]) if ms >= 0.005)
+        print(f"CPU per request, {CPU_LEVEL} clients, NAMED, {path}: {sum(roles.values()):.2f} ms ({parts})")
     ratio_32 = results["app"][32][0] / results["plain"][32][0]
     p50_ratio = results["app"][1][1] / results["plain"][1][1]
     goals = [(f"app >= 1.0x plain at 32 clients: {ratio_32:.2f}x (COMPACT vs COMPACT: "

@@ -96,6 +96,37 @@ def test_batch_predictions_equal_the_in_process_model(stub, registry: Path, test
     assert all(f.predicted_high == (f.probability_high >= 0.5) for f in first.features)
 
 
+def test_small_passes_run_on_the_loop_and_large_ones_in_a_thread(registry: Path, test_x: np.ndarray) -> None:
+    """A pooled pass of up to INLINE_FORWARD_PROFILES runs on the replica's request loop (no hand-over), a larger
+    one in a worker thread (the loop keeps reading streams); both give the model's own numbers, row for row."""
+    import asyncio
+
+    from services.prediction import INLINE_FORWARD_PROFILES, PredictionService
+
+    model = load_model(registry / NAME / "1")
+    ran_on: list[str] = []
+
+    class Watched:  # the model, noting which thread each forward pass runs on
+        name, version = model.name, model.version
+
+        def predict(self, x: np.ndarray):
+            ran_on.append(threading.current_thread().name)
+            return model.predict(x)
+
+    async def passes() -> list:
+        one_pass = PredictionService._batched.__wrapped__  # what @serve.batch calls with the pooled requests
+        return [(await one_pass(PredictionService(), [(Watched(), np.resize(test_x, (rows, test_x.shape[1])))]))[0]
+                for rows in (1, INLINE_FORWARD_PROFILES, INLINE_FORWARD_PROFILES + 1)]
+
+    loop_thread = threading.current_thread().name
+    results = asyncio.run(passes())
+    assert ran_on[:2] == [loop_thread, loop_thread] and ran_on[2] != loop_thread
+    for preds, rows in zip(results, (1, INLINE_FORWARD_PROFILES, INLINE_FORWARD_PROFILES + 1)):
+        expected = model.predict(np.resize(test_x, (rows, test_x.shape[1])))
+        np.testing.assert_allclose(preds.features, expected.features, atol=1e-6)
+        np.testing.assert_allclose(preds.histology, expected.histology, atol=1e-6)
+
+
 def test_three_profile_forms_agree(stub, registry: Path, test_x: np.ndarray) -> None:
     model = load_model(registry / NAME / "1")
     row = test_x[3]
