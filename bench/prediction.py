@@ -139,17 +139,24 @@ def _process_kinds(root: int) -> dict[int, str]:
     return kinds
 
 
-def _cpu_per_request(kinds: dict[int, str], run: Callable[[], Result]) -> tuple[Result, dict[str, float]]:
-    """Run a load and charge each process's CPU time to it: ms per answered request, by role (the clients
-    are this process). Unlike profiles/s this hardly moves with what else the machine is doing."""
+def _cpu_per_request(find: Callable[[], dict[int, str]], run: Callable[[], Result],
+                     seconds: float) -> tuple[Result, dict[str, float]]:
+    """Run a load of `seconds` and charge each process's CPU time to it: ms per answered request, by role.
+
+    "clients" is this process (with the app, also its Ray driver's threads). A process that ends during
+    the load is left out (its CPU cannot be read any more); one that starts during it counts in full.
+    Unlike profiles/s this hardly moves with what else the machine is doing.
+    """
+    kinds = find()
     before = {pid: _cpu_s(pid) for pid in kinds}
-    mine, began = time.process_time(), time.perf_counter()
+    mine = time.process_time()
     result = run()
-    requests = result[0] * (time.perf_counter() - began)
+    requests = result[0] * seconds  # rate over the timed load, times its length
     spent = {"clients": time.process_time() - mine}
-    for pid, kind in kinds.items():
-        spent[kind] = spent.get(kind, 0.0) + _cpu_s(pid) - before[pid]
-    return result, {kind: seconds * 1e3 / requests for kind, seconds in spent.items()}
+    for pid, kind in {**kinds, **find()}.items():
+        if Path(f"/proc/{pid}").exists():
+            spent[kind] = spent.get(kind, 0.0) + _cpu_s(pid) - before.get(pid, 0.0)
+    return result, {kind: cpu * 1e3 / requests for kind, cpu in spent.items()}
 
 
 async def _load(target: str, call_name: str, requests: list, clients: int, seconds: float, per_request: int = 1) -> Result:
@@ -255,8 +262,8 @@ def _run_plain(folder: Path, requests: dict[str, list], seconds: float) -> dict[
         target = f"127.0.0.1:{port}"
         results = {path: {n: asyncio.run(_load(target, "Predict", requests[form], n, seconds)) for n in LEVELS}
                    for path, form in (("plain", "named"), ("plain-compact", "compact"))}
-        _, CPU["plain"] = _cpu_per_request({plain.pid: "plain server"}, lambda: asyncio.run(
-            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)))
+        _, CPU["plain"] = _cpu_per_request(lambda: {plain.pid: "plain server"}, lambda: asyncio.run(
+            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)), seconds)
         return results
     finally:
         plain.terminate()
@@ -277,8 +284,8 @@ def _run_app(config, ingress: str, requests: dict[str, list], seconds: float) ->
                                  ("app-v2", "ModelInfer", "infer")):
             results[path] = {n: asyncio.run(_load(target, call, requests[form], n, seconds)) for n in LEVELS}
         stream = asyncio.run(_stream(target, requests["chunks"]))
-        _, CPU["app"] = _cpu_per_request(_process_kinds(os.getpid()), lambda: asyncio.run(
-            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)))
+        _, CPU["app"] = _cpu_per_request(lambda: _process_kinds(os.getpid()), lambda: asyncio.run(
+            _load(target, "Predict", requests["named"], CPU_LEVEL, seconds)), seconds)
     return results, stream
 
 

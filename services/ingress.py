@@ -38,7 +38,8 @@ HAPROXY_FLAG = "RAY_SERVE_ENABLE_HA_PROXY"
 DRAIN_S = 2
 #: HAProxy's HTTP/2 buffers for our messages (a profile is 87 KB, a stream chunk of 100 is 8.7 MB):
 #: Ray's defaults (16 KB buffers, 64 KB flow-control windows) cost a window update per profile and
-#: held PredictStream to ~1,400 profiles/s here; with these, ~2,000 (bench/prediction.py).
+#: held PredictStream to ~1,400 profiles/s in one run here; with these, 900-2,400 over five runs
+#: (bench/prediction.py; the figure swings with the shared machine's load).
 H2_TUNING = {
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "262144",
     "RAY_SERVE_HAPROXY_H2_MAX_FRAME_SIZE": "131072",
@@ -93,6 +94,8 @@ def free_loopback_port() -> int:
             port = sock.getsockname()[1]
         if port not in _HANDED_OUT:
             break
+    else:
+        raise OSError("no free loopback port that was not handed out already; too many ports in use")
     _HANDED_OUT.add(port)
     return port
 
@@ -161,9 +164,10 @@ def haproxy_startup_failure(exc: BaseException) -> str | None:
 
 
 def haproxy_failure_hint(reason: str, local: bool) -> str:
-    """The way out of an HAProxy startup failure: free a port only when one was taken; the classic proxy only
-    when this process starts the Ray (on a cluster the ingress is the cluster's own choice)."""
-    ways = (["free that port"] if "cannot bind" in reason else []) + (["start with --ingress proxy"] if local else [])
+    """The way out of an HAProxy startup failure: free a port only when a TCP port was taken; the classic proxy
+    only when this process starts the Ray (on a cluster, or a Ray already running, the ingress is set there)."""
+    taken = "cannot bind socket" in reason and "already in use" in reason  # a TCP port, not a UNIX socket path
+    ways = (["free that port"] if taken else []) + (["start with --ingress proxy"] if local else [])
     return ", or ".join(ways)
 
 

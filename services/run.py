@@ -193,6 +193,9 @@ def local_ingress(ingress: str | None, address: str | None) -> Iterator[None]:
 def serving(config, grpc_port: int, metrics_port: int | None = None, address: str | None = None,
             host: str = "127.0.0.1", ingress: str | None = None, proxy_location: str = "EveryNode") -> Iterator[None]:
     """Serve the app for `config` (a `services.app.AppConfig`) in the current or a new local Ray, until exit."""
+    import ray
+
+    local = address is None and not ray.is_initialized()  # else the ingress was chosen where that Ray started
     with local_ingress(ingress, address):
         from ray import serve
         from ray.serve.config import gRPCOptions
@@ -202,11 +205,11 @@ def serving(config, grpc_port: int, metrics_port: int | None = None, address: st
         from services.app import APP_NAME, SERVICERS, radiogenomics_app
 
         with ray_session(address, metrics_export_port=metrics_port):
-            with _ingress_failures(address is None):
+            with _ingress_failures(local):
                 serve.start(proxy_location=proxy_location, http_options={"host": host, "port": free_loopback_port()},
                             grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICERS))
             try:
-                with _ingress_failures(address is None):
+                with _ingress_failures(local):
                     _run(radiogenomics_app(config), _blocking=False, name=APP_NAME, route_prefix=f"/{APP_NAME}")
                     _wait_until_running(APP_NAME)
                     _wait_until_serving(_client_host(host), grpc_port)
