@@ -45,6 +45,7 @@ HALLMARK = PROJECT.parent / "shared" / "data" / "gene_sets" / "h.all.v7.0.symbol
 LEVELS = (1, 8, 32)
 STREAM_PROFILES, STREAM_CHUNK = 1000, 100
 
+from services.procfs import cpu_seconds, process_tree  # noqa: E402
 from services.run import free_loopback_port  # noqa: E402 - the project's loopback-port helper
 
 
@@ -104,39 +105,11 @@ def _summary(rate: float, latencies: np.ndarray) -> Result:
 
 
 CPU_LEVEL = 32  # the client count at which CPU time per request is taken, by process
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) `pid` has used so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def _process_kinds(root: int) -> dict[int, str]:
-    """Every process under `root` (from /proc), by role: the gateway replicas, HAProxy, or the rest of Ray."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    kinds, frontier = {}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid in [pid for pid, ppid in parents.items() if ppid == parent and pid not in kinds]:
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            kinds[pid] = ("gateway replicas" if b"Gateway" in argv[0] else
-                          "HAProxy" if argv[0].endswith(b"haproxy") else "rest of Ray")
-            frontier.append(pid)
-    return kinds
+    """Every process under `root`, by role: the gateway replicas, HAProxy, or the rest of Ray."""
+    return {pid: "gateway replicas" if b"Gateway" in cmd.split(b"\0")[0] else
+            "HAProxy" if cmd.split(b"\0")[0].endswith(b"haproxy") else "rest of Ray"
+            for pid, cmd in process_tree(root).items()}
 
 
 def _cpu_per_request(find: Callable[[], dict[int, str]], run: Callable[[], Result],
@@ -148,14 +121,14 @@ def _cpu_per_request(find: Callable[[], dict[int, str]], run: Callable[[], Resul
     Unlike profiles/s this hardly moves with what else the machine is doing.
     """
     kinds = find()
-    before = {pid: _cpu_s(pid) for pid in kinds}
+    before = {pid: cpu_seconds(pid) for pid in kinds}
     mine = time.process_time()
     result = run()
     requests = result[0] * seconds  # rate over the timed load, times its length
     spent = {"clients": time.process_time() - mine}
     for pid, kind in {**kinds, **find()}.items():
         if Path(f"/proc/{pid}").exists():
-            spent[kind] = spent.get(kind, 0.0) + _cpu_s(pid) - before.get(pid, 0.0)
+            spent[kind] = spent.get(kind, 0.0) + cpu_seconds(pid) - before.get(pid, 0.0)
     return result, {kind: cpu * 1e3 / requests for kind, cpu in spent.items()}
 
 

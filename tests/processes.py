@@ -8,27 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-
-def process_tree(root: int) -> dict[int, bytes]:
-    """Every live descendant of `root`: pid -> command line (read from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                try:
-                    tree[pid] = (Path("/proc") / str(pid) / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                frontier.append(pid)
-    return tree
+from services.procfs import process_tree  # shared with the benchmarks
 
 
 def listeners() -> dict[int, set[int]]:
