@@ -247,8 +247,10 @@ def load_model(folder: Path) -> LoadedModel:
             net: torch.nn.Module = EnsembleNet([build_network(n_genes, spec, m) for m in member_configs])
         else:
             net = build_network(n_genes, spec, config)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        # Mapped, not read: the weights stay the file's page-cache pages (copy-on-write), so every
+        # process serving this version on a node shares one copy in memory and in the CPU cache.
+        state = torch.load(weights_path, map_location="cpu", weights_only=True, mmap=True)
+        net.load_state_dict(state, assign=True)
     except (RuntimeError, ValueError, EOFError, OSError) as exc:
         raise ModelError(f"{weights_path}: weights do not fit the architecture in model.json ({' '.join(str(exc).split())[:200]})") from None
     net.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from radiogenomics.cohort import load_cohort, write_expression
 from radiogenomics.errors import InputError
@@ -73,6 +75,24 @@ def test_loaded_model_reproduces_the_refit(trained: Path, small: Path) -> None:
     b = load_model(trained).predict(model.align(cohort))
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_allclose(a.histology.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_loaded_weights_are_mapped_from_the_artifact_and_never_written_back(trained: Path, small: Path) -> None:
+    """Replicas on one node share the weights' pages (one copy in memory and in the CPU cache); a
+    process that changes its loaded weights changes only its own copy, never the artifact."""
+    weights = trained / "weights.pt"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    model = load_model(trained)
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(str(weights.resolve()))]
+    assert mapped, "the weights are read into private memory, not mapped from the artifact"
+    x = model.align(load_cohort(small / "test"))
+    before = model.predict(x)
+    with torch.no_grad():
+        for parameter in model.net.parameters():
+            parameter.zero_()
+    assert not np.allclose(model.predict(x).features, before.features)
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest
+    np.testing.assert_array_equal(load_model(trained).predict(x).features, before.features)
 
 
 def test_evaluate_on_the_independent_test_cohort(trained: Path, small: Path, tmp_path: Path) -> None:
