@@ -249,7 +249,11 @@ def load_model(folder: Path) -> LoadedModel:
             net = build_network(n_genes, spec, config)
         # Mapped, not read: the weights stay the file's page-cache pages (copy-on-write), so every
         # process serving this version on a node shares one copy in memory and in the CPU cache.
-        state = torch.load(weights_path, map_location="cpu", weights_only=True, mmap=True)
+        # An artifact is never rewritten in place (each export is a new version folder), which mapping relies on.
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, OSError):  # a file torch cannot map (a filesystem without mmap): read it instead
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state, assign=True)
     except (RuntimeError, ValueError, EOFError, OSError) as exc:
         raise ModelError(f"{weights_path}: weights do not fit the architecture in model.json ({' '.join(str(exc).split())[:200]})") from None
