@@ -107,9 +107,10 @@ def _summary(rate: float, latencies: np.ndarray) -> Result:
 CPU_LEVEL = 32  # the client count at which CPU time per request is taken, by process
 def _process_kinds(root: int) -> dict[int, str]:
     """Every process under `root`, by role: the gateway replicas, HAProxy, or the rest of Ray."""
-    return {pid: "gateway replicas" if b"Gateway" in cmd.split(b"\0")[0] else
-            "HAProxy" if cmd.split(b"\0")[0].endswith(b"haproxy") else "rest of Ray"
-            for pid, cmd in process_tree(root).items()}
+    def role(program: bytes) -> str:
+        return "gateway replicas" if b"Gateway" in program else "HAProxy" if program.endswith(b"haproxy") else "rest of Ray"
+
+    return {pid: role(cmd.split(b"\0")[0]) for pid, cmd in process_tree(root).items()}
 
 
 def _cpu_per_request(find: Callable[[], dict[int, str]], run: Callable[[], Result],

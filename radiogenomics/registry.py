@@ -252,7 +252,7 @@ def load_model(folder: Path) -> LoadedModel:
         # An artifact is never rewritten in place (each export is a new version folder), which mapping relies on.
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True, mmap=True)
-        except (RuntimeError, OSError):  # a file torch cannot map (a filesystem without mmap): read it instead
+        except (RuntimeError, OSError):  # a file torch cannot map (legacy format, no mmap): read it instead
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state, assign=True)
     except (RuntimeError, ValueError, EOFError, OSError) as exc:

@@ -29,6 +29,21 @@ def test_picked_ports_are_free_and_outside_the_ephemeral_range() -> None:
     assert len(set(ports)) > 1  # random, so two runs of the app rarely pick the same
 
 
+def test_no_port_left_to_hand_out_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every port the kernel offers was handed out already (an exhausted process), the picker says so
+    instead of handing one out twice."""
+    import services.ingress as ingress
+
+    class Everything(set):
+        def __contains__(self, port: object) -> bool:
+            return True
+
+    monkeypatch.setattr(ingress, "QUIET_PORTS", range(0))
+    monkeypatch.setattr(ingress, "_HANDED_OUT", Everything())
+    with pytest.raises(OSError, match="no free loopback port that was not handed out already"):
+        ingress.free_loopback_port()
+
+
 def test_a_taken_port_is_never_picked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A quiet range of 12 ports with all but two held: the picker hands out only free ports (those two, or, when
     another process took them meanwhile, one from the kernel), never a held one and never one twice."""

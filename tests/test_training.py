@@ -95,6 +95,24 @@ def test_loaded_weights_are_mapped_from_the_artifact_and_never_written_back(trai
     np.testing.assert_array_equal(load_model(trained).predict(x).features, before.features)
 
 
+def test_weights_torch_cannot_map_are_read_instead(trained: Path, small: Path, tmp_path: Path) -> None:
+    """A weights file in torch's legacy (non-zip) format cannot be mapped; it still loads, read into memory,
+    and predicts exactly what the mapped artifact does."""
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(trained, legacy, ignore=shutil.ignore_patterns("tune"))
+    state = torch.load(trained / "weights.pt", map_location="cpu", weights_only=True)
+    torch.save(state, legacy / "weights.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(RuntimeError):
+        torch.load(legacy / "weights.pt", map_location="cpu", weights_only=True, mmap=True)
+    card = json.loads((trained / "model.json").read_text())
+    card["weights_sha256"] = hashlib.sha256((legacy / "weights.pt").read_bytes()).hexdigest()
+    (legacy / "model.json").write_text(json.dumps(card))
+    x = load_model(trained).align(load_cohort(small / "test"))
+    np.testing.assert_array_equal(load_model(legacy).predict(x).features, load_model(trained).predict(x).features)
+
+
 def test_evaluate_on_the_independent_test_cohort(trained: Path, small: Path, tmp_path: Path) -> None:
     result = evaluate_on_test(trained, small / "test", tmp_path / "metrics.json", n_boot=300)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
