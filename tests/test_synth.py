@@ -218,3 +218,33 @@ def test_nonlinear_design_plants_its_rules(tmp_path: Path, hallmark_gmt: Path) -
     scc = clinical["histology"] == "SCC"
     high = acts["HALLMARK_GLYCOLYSIS"] > 0.3
     assert scc[high].mean() > 2 * scc[~high].mean()
+
+
+def test_planted_scores_are_the_rules_on_the_true_activities(paper_cohort: Path) -> None:
+    """`planted_scores` (the ceiling `bench/accuracy.py` prints): every driven feature's score ranks the
+    training patients exactly as the generator's own driver did (truth.json's `auc_train_driver`,
+    computed when the cohort was made); the histology scores are the probabilities the labels were
+    drawn from (rows sum to 1, means at the target prevalences); noise features get no score."""
+    from radiogenomics.synth.generator import planted_scores
+    from radiogenomics.synth.programs import HISTOLOGY_PREVALENCE
+
+    truth = json.loads((paper_cohort / "truth.json").read_text())
+    train = _load(paper_cohort / "train")
+    patients = pd.read_csv(paper_cohort / PATIENT_TRUTH_FILE, index_col=0).loc[list(train.sample_ids)]
+    scores = planted_scores(truth, patients)
+    checked = 0
+    for effect in truth["effects"]:
+        for feature, expected in effect["auc_train_driver"].items():
+            if feature.startswith("histology:"):
+                continue
+            labels = (train.radiomics[feature] > train.radiomics[feature].median()).to_numpy()
+            assert roc_auc_score(labels, scores[feature]) == pytest.approx(expected, abs=5e-5)  # truth.json rounds to 4 places
+            checked += 1
+    assert checked == sum(1 for f in truth["features"] if f not in truth["noise_features"])
+    assert not set(truth["noise_features"]) & set(scores)
+    classes = truth["histology"]["classes"]
+    probs = np.stack([scores[f"histology:{c}"] for c in classes], axis=1)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    for k, c in enumerate(classes):
+        assert probs[:, k].mean() == pytest.approx(HISTOLOGY_PREVALENCE[c], abs=0.06)
+        assert roc_auc_score(train.clinical["histology"].to_numpy() == c, probs[:, k]) > 0.7

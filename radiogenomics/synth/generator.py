@@ -135,6 +135,25 @@ def _histology_probs(act: dict[str, np.ndarray], intercepts: dict[str, float], d
     return softmax(logits, axis=1)
 
 
+def planted_scores(truth: dict, patient_truth: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each planted target's score under its own rule, from the patients' true program activities
+    (rows of `truth_patients.csv`): each histology class's probability (the generator's own softmax,
+    one-vs-rest) and each driven feature's oriented driver. These are the Bayes-optimal rankings for
+    a model that knew the activities, so their AUC is the ceiling a model of the expression can
+    approach (its expected value; on a small test set a lucky model can pass it). Noise features
+    have no score."""
+    design = DESIGNS[truth["config"]["design"]]
+    act = {p: patient_truth[p].to_numpy(dtype=np.float64) for p in design.programs}
+    probs = _histology_probs(act, truth["histology"]["intercepts"], design)
+    out = {f"histology:{c}": probs[:, k] for k, c in enumerate(HISTOLOGY_CLASSES)}
+    by_output = {e.output: e for e in design.effects}
+    for effect in truth["effects"]:
+        if not effect["output"].startswith("histology:"):
+            driver = _effect_value(by_output[effect["output"]], act)
+            out.update({f: sign * driver for f, sign in effect["direction"].items()})
+    return out
+
+
 def _calibrate(seed_free_rng: np.random.Generator, design: Design) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """Histology intercepts that give the target prevalence, and each group latent's mean/SD."""
     act = {p: seed_free_rng.standard_normal(_REFERENCE_DRAWS) for p in design.programs}
