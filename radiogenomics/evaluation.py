@@ -98,10 +98,7 @@ def bootstrap_aucs(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: 
     if not 0.0 < level < 1.0:
         raise InputError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     n, n_targets = y.shape
-    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    # Multiplicity of each patient in each resample, via one bincount over row-offset indices.
-    offsets = draws + (np.arange(n_boot) * n)[:, None]
-    weights = np.bincount(offsets.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+    weights = _resample_weights(n, n_boot, seed)
     full = np.ones((1, n))
     tail = (1.0 - level) / 2.0
     results = []
@@ -115,6 +112,53 @@ def bootstrap_aucs(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: 
             "n_pos": int(n1[0]), "n_neg": int(n0[0]), "n_boot_used": int(boot.size),
         })
     return results
+
+
+def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) multiplicity of each patient in each bootstrap resample (seeded, reproducible)."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    offsets = draws + (np.arange(n_boot) * n)[:, None]  # one bincount over row-offset indices
+    return np.bincount(offsets.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def bootstrap_difference(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> dict[str, float]:
+    """Paired patient-level bootstrap of (mean AUC of model a) - (mean AUC of model b) over the
+    columns of `y` (n x T, e.g. one target family): both models are scored on the same resamples,
+    so the interval reflects how much the test patients alone can move the difference. A column
+    with one class in a resample is left out of that resample's means. Returns `diff` (on all
+    patients), `ci_low`, `ci_high` and `n_boot_used`."""
+    y, scores_a = _check_matrices(y, scores_a)
+    _, scores_b = _check_matrices(y, scores_b)
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+    weights = _resample_weights(len(y), n_boot, seed)
+    full = np.ones((1, len(y)))
+    point = np.array([_weighted_aucs(y[:, j], s[:, j], full)[0][0] for s in (scores_a, scores_b) for j in range(y.shape[1])])
+    boot = np.stack([_weighted_aucs(y[:, j], s[:, j], weights)[0] for s in (scores_a, scores_b) for j in range(y.shape[1])])
+    t = y.shape[1]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample (every column single-class)
+        diffs = np.nanmean(boot[:t] - boot[t:], axis=0)
+        diff = float(np.nanmean(point[:t] - point[t:]))
+    diffs = diffs[~np.isnan(diffs)]
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(diffs, [tail, 1.0 - tail]) if diffs.size else (np.nan, np.nan)
+    return {"diff": diff, "ci_low": float(low), "ci_high": float(high), "n_boot_used": int(diffs.size)}
+
+
+def family_differences(spec: TargetSpec, labels: Labels, a: Predictions, b: Predictions, n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, dict[str, float]]:
+    """`bootstrap_difference` of model a against model b per target family: "histology" (the mean
+    of its classes' one-vs-rest AUCs) and "radiomic" (the mean over features), where present."""
+    y, scores_a = _aligned(spec, labels, a)
+    _, scores_b = _aligned(spec, labels, b)
+    hist = np.array([n.startswith(HISTOLOGY_PREFIX) for n in spec.names])
+    out = {}
+    for family, columns in (("histology", hist), ("radiomic", ~hist)):
+        if columns.any():
+            out[family] = bootstrap_difference(y[:, columns], scores_a[:, columns], scores_b[:, columns], n_boot, seed)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

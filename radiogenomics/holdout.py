@@ -17,6 +17,7 @@ from radiogenomics.cohort import load_cohort
 from radiogenomics.evaluation import evaluate, markdown_report, roc_plots, write_metrics
 from radiogenomics.jsonsafe import json_safe
 from radiogenomics.registry import ModelError, load_model, write_card
+from radiogenomics.training.targets import Labels, Predictions, TargetSpec
 
 BASELINES_FILE = "baselines.joblib"
 
@@ -27,6 +28,11 @@ class HoldoutResult:
     report_path: Path
     plots: list[Path]
     metrics: dict[str, dict]
+    #: what the metrics were computed from: the test labels (the model's cut points) and every
+    #: model's predictions ("network", then the stored baselines), for paired comparisons
+    spec: TargetSpec | None = None
+    labels: Labels | None = None
+    predictions: dict[str, Predictions] | None = None
 
 
 def evaluate_on_test(model_dir: Path, test_dir: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> HoldoutResult:
@@ -68,4 +74,5 @@ def evaluate_on_test(model_dir: Path, test_dir: Path, out: Path, *, n_boot: int 
         write_card(model.folder, card)
     except OSError as exc:
         raise ModelError(f"{model.folder}: cannot record the test metrics in model.json ({exc.strerror})") from None
-    return HoldoutResult(metrics_path=out, report_path=report_path, plots=plots, metrics=metrics["network"])
+    return HoldoutResult(metrics_path=out, report_path=report_path, plots=plots, metrics=metrics["network"],
+                         spec=model.spec, labels=labels, predictions=predictions)

@@ -13,7 +13,8 @@ from matplotlib.image import imread
 from sklearn.metrics import roc_auc_score
 
 from radiogenomics.errors import InputError
-from radiogenomics.evaluation import bootstrap_aucs, evaluate, markdown_report, roc_plots, write_metrics
+from radiogenomics.evaluation import (bootstrap_aucs, bootstrap_difference, evaluate, family_differences, markdown_report,
+                                      roc_plots, write_metrics)
 from radiogenomics.training.targets import Labels, Predictions, TargetSpec
 
 CLASSES = ("ADC", "Other", "SCC")
@@ -73,6 +74,51 @@ def test_ci_is_the_percentile_of_sklearn_aucs_over_shared_patient_resamples() ->
         assert result["ci_low"] == pytest.approx(np.quantile(aucs, 0.05), abs=1e-12)
         assert result["ci_high"] == pytest.approx(np.quantile(aucs, 0.95), abs=1e-12)
     assert results[0]["n_boot_used"] == n_boot and results[2]["n_boot_used"] < n_boot
+
+
+def test_paired_difference_is_the_percentile_of_sklearn_differences_over_shared_resamples() -> None:
+    """`bootstrap_difference` by brute force: the same resampled patients for both models, sklearn AUCs,
+    the mean over columns of a minus b (a column with one class left out of that resample), percentiles."""
+    rng = np.random.default_rng(5)
+    n, n_boot, seed = 40, 150, 7
+    y = rng.integers(0, 2, size=(n, 3))
+    y[:, 2] = 0
+    y[:3, 2] = 1  # a rare class: left out of the resamples that lack a positive
+    a = np.round(rng.normal(size=y.shape) + 3.0 * y, 1)
+    b = np.round(rng.normal(size=y.shape), 1)  # no signal
+    result = bootstrap_difference(y, a, b, n_boot=n_boot, seed=seed, level=0.9)
+
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    diffs = [np.mean([roc_auc_score(y[d, j], a[d, j]) - roc_auc_score(y[d, j], b[d, j])
+                      for j in range(3) if 0 < y[d, j].sum() < n]) for d in draws]
+    point = np.mean([roc_auc_score(y[:, j], a[:, j]) - roc_auc_score(y[:, j], b[:, j]) for j in range(3)])
+    assert result["diff"] == pytest.approx(point, abs=1e-12)
+    assert result["ci_low"] == pytest.approx(np.quantile(diffs, 0.05), abs=1e-12)
+    assert result["ci_high"] == pytest.approx(np.quantile(diffs, 0.95), abs=1e-12)
+    assert result["n_boot_used"] == n_boot and result["ci_low"] > 0  # a carries more signal than b on every column
+    swapped = bootstrap_difference(y, b, a, n_boot=n_boot, seed=seed, level=0.9)
+    assert swapped["diff"] == pytest.approx(-result["diff"], abs=1e-12)
+    assert swapped["ci_low"] == pytest.approx(-result["ci_high"], abs=1e-12)
+    same = bootstrap_difference(y, a, a, n_boot=n_boot, seed=seed)
+    assert same["diff"] == same["ci_low"] == same["ci_high"] == 0.0
+
+
+def test_family_differences_split_histology_from_radiomic() -> None:
+    """Per family: histology's classes together, the features together; each equals the paired
+    difference computed on that family's columns alone."""
+    spec = _spec(n_features=4)
+    labels, strong = _data(spec, seed=1, signal=2.0)
+    _, weak = _data(spec, seed=1, signal=0.5)
+    out = family_differences(spec, labels, strong, weak, n_boot=200, seed=3)
+    assert set(out) == {"histology", "radiomic"}
+    y = labels.onehot(spec)
+    hist = [n.startswith("histology:") for n in spec.names]
+    cols = np.array(hist)
+    direct = bootstrap_difference(y[:, ~cols], strong.matrix()[:, ~cols], weak.matrix()[:, ~cols], n_boot=200, seed=3)
+    assert out["radiomic"] == pytest.approx(direct)
+    assert out["histology"]["diff"] > 0 and out["radiomic"]["diff"] > 0
+    with pytest.raises(InputError, match="n_boot"):
+        bootstrap_difference(y, strong.matrix(), weak.matrix(), n_boot=0)
 
 
 def test_perfect_separation_gives_auc_and_ci_of_one() -> None:

@@ -20,7 +20,7 @@ from radiogenomics.examples import write_leukemia_cohort
 from radiogenomics.holdout import evaluate_on_test
 from radiogenomics.registry import ModelError, load_model, resolve
 from radiogenomics.synth import SynthConfig, generate
-from radiogenomics.training.targets import TargetSpec
+from radiogenomics.training.targets import TargetSpec, target_aucs
 from tune.train import TrainOptions, train
 
 CLI = str(Path(sys.executable).parent / "radiogenomics")
@@ -127,6 +127,14 @@ def test_evaluate_on_the_independent_test_cohort(trained: Path, small: Path, tmp
     card = json.loads((trained / "model.json").read_text())
     assert card["test_metrics"]["network"]["histology:SCC"]["auc"] == pytest.approx(metrics["histology:SCC"]["auc"])
     load_model(trained)  # the updated card still loads
+    # what the metrics came from, for paired comparisons (bench/accuracy.py): the network's and every
+    # baseline's predictions on the same labels, which reproduce the written AUCs
+    baselines = json.loads((tmp_path / "metrics_baselines.json").read_text())
+    assert result.spec == spec and list(result.predictions) == ["network", *baselines]
+    for name, preds in result.predictions.items():
+        expected = metrics if name == "network" else baselines[name]
+        aucs = target_aucs(spec, result.labels, preds)
+        assert all(aucs[t] == pytest.approx(expected[t]["auc"], abs=1e-9) for t in spec.names)
 
 
 def test_label_shuffled_control_scores_chance(ray_local, small: Path, tmp_path: Path) -> None:
