@@ -93,10 +93,7 @@ def bootstrap_aucs(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: 
     `ci_low`, `ci_high` (NaN when undefined), `n_pos`, `n_neg` and `n_boot_used`.
     """
     y, scores = _check_matrices(y, scores)
-    if n_boot < 1:
-        raise InputError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0.0 < level < 1.0:
-        raise InputError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
+    _check_bootstrap(n_boot, level)
     n, n_targets = y.shape
     weights = _resample_weights(n, n_boot, seed)
     full = np.ones((1, n))
@@ -112,6 +109,13 @@ def bootstrap_aucs(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: 
             "n_pos": int(n1[0]), "n_neg": int(n0[0]), "n_boot_used": int(boot.size),
         })
     return results
+
+
+def _check_bootstrap(n_boot: int, level: float) -> None:
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise InputError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
 
 
 def _resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
@@ -130,8 +134,7 @@ def bootstrap_difference(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarr
     patients), `ci_low`, `ci_high` and `n_boot_used`."""
     y, scores_a = _check_matrices(y, scores_a)
     _, scores_b = _check_matrices(y, scores_b)
-    if n_boot < 1:
-        raise InputError(f"n_boot must be at least 1, got {n_boot}")
+    _check_bootstrap(n_boot, level)
     weights = _resample_weights(len(y), n_boot, seed)
     full = np.ones((1, len(y)))
     point = np.array([_weighted_aucs(y[:, j], s[:, j], full)[0][0] for s in (scores_a, scores_b) for j in range(y.shape[1])])

@@ -33,6 +33,7 @@ class HoldoutResult:
     spec: TargetSpec | None = None
     labels: Labels | None = None
     predictions: dict[str, Predictions] | None = None
+    sample_ids: tuple[str, ...] = ()  # the test patients, in the order of the labels and predictions
 
 
 def evaluate_on_test(model_dir: Path, test_dir: Path, out: Path, *, n_boot: int = 1000, seed: int = 0) -> HoldoutResult:
@@ -75,4 +76,4 @@ def evaluate_on_test(model_dir: Path, test_dir: Path, out: Path, *, n_boot: int 
     except OSError as exc:
         raise ModelError(f"{model.folder}: cannot record the test metrics in model.json ({exc.strerror})") from None
     return HoldoutResult(metrics_path=out, report_path=report_path, plots=plots, metrics=metrics["network"],
-                         spec=model.spec, labels=labels, predictions=predictions)
+                         spec=model.spec, labels=labels, predictions=predictions, sample_ids=tuple(cohort.sample_ids))

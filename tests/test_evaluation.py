@@ -114,11 +114,15 @@ def test_family_differences_split_histology_from_radiomic() -> None:
     y = labels.onehot(spec)
     hist = [n.startswith("histology:") for n in spec.names]
     cols = np.array(hist)
-    direct = bootstrap_difference(y[:, ~cols], strong.matrix()[:, ~cols], weak.matrix()[:, ~cols], n_boot=200, seed=3)
-    assert out["radiomic"] == pytest.approx(direct)
-    assert out["histology"]["diff"] > 0 and out["radiomic"]["diff"] > 0
+    for family, columns in (("radiomic", ~cols), ("histology", cols)):
+        direct = bootstrap_difference(y[:, columns], strong.matrix()[:, columns], weak.matrix()[:, columns], n_boot=200, seed=3)
+        assert out[family] == pytest.approx(direct)
+        assert out[family]["diff"] > 0
+    assert out["histology"] != pytest.approx(out["radiomic"])
     with pytest.raises(InputError, match="n_boot"):
         bootstrap_difference(y, strong.matrix(), weak.matrix(), n_boot=0)
+    with pytest.raises(InputError, match="level"):
+        bootstrap_difference(y, strong.matrix(), weak.matrix(), level=95)
 
 
 def test_perfect_separation_gives_auc_and_ci_of_one() -> None:

@@ -184,18 +184,25 @@ def test_bad_submissions_are_refused_and_store_nothing(service, small_registry: 
 
 
 def test_limits_cancellation_and_results_before_the_end(service) -> None:
+    """Jobs run one at a time, so the second job waits queued behind the first, whatever the machine's
+    speed, and a queued job is cancelled at once. The first is running: a cancel stops it at its next
+    chunk, or, past its last chunk, lets it finish; and it may finish before the cancel arrives (on
+    one fast CI run it took under a second), which a cancel leaves as it was."""
     stub, settings = service
     big = masking_pb2.SubmitJobRequest(model=common_pb2.ModelRef(name=SMALL_MODEL), cohort_path="test",
-                                       single_genes=True, null_sets=5000)
+                                       single_genes=True, null_sets=10_000)
     first = stub.SubmitJob(big, metadata=META)
     second = stub.SubmitJob(big, metadata=META)
     code, details = _code(lambda: stub.SubmitJob(big, metadata=META))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 jobs are already queued or running" in details
-    code, details = _code(lambda: stub.GetResults(masking_pb2.GetResultsRequest(job_id=first.job_id), metadata=META))
+    code, details = _code(lambda: stub.GetResults(masking_pb2.GetResultsRequest(job_id=second.job_id), metadata=META))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "wait with WatchJob" in details
-    for job in (second, first):
-        stub.CancelJob(masking_pb2.JobRef(job_id=job.job_id), metadata=META)
-    assert _wait(stub, first.job_id)[-1].state == masking_pb2.CANCELLED
+    answer = stub.CancelJob(masking_pb2.JobRef(job_id=second.job_id), metadata=META)
+    assert answer.state in (masking_pb2.CANCELLED, masking_pb2.RUNNING)  # queued: cancelled at once; running: at its next chunk
+    answer = stub.CancelJob(masking_pb2.JobRef(job_id=first.job_id), metadata=META)
+    assert answer.state in (masking_pb2.RUNNING, masking_pb2.SUCCEEDED)
+    ends = (masking_pb2.CANCELLED, masking_pb2.SUCCEEDED) if answer.state == masking_pb2.RUNNING else (masking_pb2.SUCCEEDED,)
+    assert _wait(stub, first.job_id)[-1].state in ends
     assert _wait(stub, second.job_id)[-1].state == masking_pb2.CANCELLED
     too_many = masking_pb2.SubmitJobRequest(model=common_pb2.ModelRef(name=SMALL_MODEL), cohort_path="test", null_sets=10,
                                             sets=masking_pb2.GeneSetList(sets=[masking_pb2.GeneSet(name=f"s{i}", genes=["A"])

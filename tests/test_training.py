@@ -131,6 +131,7 @@ def test_evaluate_on_the_independent_test_cohort(trained: Path, small: Path, tmp
     # baseline's predictions on the same labels, which reproduce the written AUCs
     baselines = json.loads((tmp_path / "metrics_baselines.json").read_text())
     assert result.spec == spec and list(result.predictions) == ["network", *baselines]
+    assert result.sample_ids == load_cohort(small / "test").sample_ids
     for name, preds in result.predictions.items():
         expected = metrics if name == "network" else baselines[name]
         aucs = target_aucs(spec, result.labels, preds)
