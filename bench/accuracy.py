@@ -67,7 +67,7 @@ def _mean_auc(metrics: dict, targets: list[str]) -> float | None:
     return float(np.mean(aucs)) if aucs else None
 
 
-def by_planted_group(truth: dict, network: dict, baselines: dict, ceiling: dict[str, float]) -> list[dict]:
+def by_planted_group(truth: dict, network: dict, baselines: dict, ceiling: dict[str, dict]) -> list[dict]:
     """Test AUC per planted group: the network's mean beside the best baseline's and the difference,
     so a miss on a family can be traced to the rule behind it."""
     groups = planted_groups(truth)
@@ -81,19 +81,14 @@ def by_planted_group(truth: dict, network: dict, baselines: dict, ceiling: dict[
         best = max(base, key=base.get)
         rows.append({"group": group, "targets": len(targets), "network": net, "best_baseline": best,
                      "baseline": base[best], "diff": net - base[best],
-                     "ceiling": _nan_mean([ceiling[t] for t in targets if t in ceiling])})
+                     "ceiling": _mean_auc(ceiling, targets)})
     return rows
 
 
-def _nan_mean(values: list[float]) -> float:
-    """The mean of the defined values (NaN: a test column with one class), NaN if none is."""
-    kept = [v for v in values if not np.isnan(v)]
-    return float(np.mean(kept)) if kept else float("nan")
-
-
-def planted_ceiling(cohort_root: Path, holdout) -> dict[str, float]:
+def planted_ceiling(cohort_root: Path, holdout) -> dict[str, dict]:
     """Test AUC per target of the planted rules on the true activities (noise features: 0.5), on
-    the very labels and patients the evaluation scored (`holdout`: the model's own cut points)."""
+    the very labels and patients the evaluation scored (`holdout`: the model's own cut points), in
+    the form of `metrics.json` (`{"auc": None}` where the test labels have one class)."""
     import pandas as pd
 
     from radiogenomics.synth.generator import PATIENT_TRUTH_FILE, planted_scores
@@ -103,8 +98,9 @@ def planted_ceiling(cohort_root: Path, holdout) -> dict[str, float]:
     onehot = holdout.labels.onehot(holdout.spec)
     patients = pd.read_csv(cohort_root / PATIENT_TRUTH_FILE, index_col=0).loc[list(holdout.sample_ids)]
     scores = planted_scores(truth, patients)
-    return {name: float(safe_auc(onehot[:, j], scores[name])) if name in scores else 0.5
+    aucs = {name: float(safe_auc(onehot[:, j], scores[name])) if name in scores else 0.5
             for j, name in enumerate(holdout.spec.names)}
+    return {name: {"auc": None if np.isnan(auc) else auc} for name, auc in aucs.items()}
 
 
 def _prepare(name: str, root: Path, shared: Path) -> tuple[Path, Path]:
@@ -162,13 +158,13 @@ def main() -> int:
                 network = json.loads((work / name / "evaluation" / "metrics.json").read_text())
                 baselines = json.loads((work / name / "evaluation" / "metrics_baselines.json").read_text())
                 truth_file = work / name / "cohort" / "truth.json"
-                ceiling: dict[str, float] = {}
+                ceiling: dict[str, dict] = {}
                 if truth_file.exists():
                     ceiling = planted_ceiling(work / name / "cohort", holdout)
                     groups[name] = by_planted_group(json.loads(truth_file.read_text()), network, baselines, ceiling)
                 card = json.loads((folder / "model.json").read_text())
                 net = _family_means(network)
-                rule = _family_means({t: {"auc": None if np.isnan(v) else v} for t, v in ceiling.items()})
+                rule = _family_means(ceiling)
                 base = {m: _family_means(v) for m, v in baselines.items()}
                 for family, value in net.items():
                     best_model = max(base, key=lambda m: base[m].get(family, -1.0))
@@ -202,7 +198,7 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|")
         for r in group_rows:
             print(f"| {r['group']} | {r['targets']} | {r['network']:.3f} | {r['best_baseline']} | {r['baseline']:.3f} | "
-                  f"{r['diff']:+.3f} | {r['ceiling']:.3f} |")
+                  f"{r['diff']:+.3f} | {'-' if r['ceiling'] is None else format(r['ceiling'], '.3f')} |")
     print(f"\ngoal met on {sum(r['met'] for r in rows)} of {len(rows)} (cohort, family) pairs")
     return 0
 

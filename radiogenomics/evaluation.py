@@ -135,15 +135,14 @@ def bootstrap_difference(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarr
     y, scores_a = _check_matrices(y, scores_a)
     _, scores_b = _check_matrices(y, scores_b)
     _check_bootstrap(n_boot, level)
-    weights = _resample_weights(len(y), n_boot, seed)
-    full = np.ones((1, len(y)))
-    point = np.array([_weighted_aucs(y[:, j], s[:, j], full)[0][0] for s in (scores_a, scores_b) for j in range(y.shape[1])])
-    boot = np.stack([_weighted_aucs(y[:, j], s[:, j], weights)[0] for s in (scores_a, scores_b) for j in range(y.shape[1])])
+    # row 0: every patient once (the point estimate); then the resamples
+    weights = np.vstack([np.ones((1, len(y))), _resample_weights(len(y), n_boot, seed)])
     t = y.shape[1]
+    aucs = np.stack([_weighted_aucs(y[:, j], s[:, j], weights)[0] for s in (scores_a, scores_b) for j in range(t)])
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample (every column single-class)
-        diffs = np.nanmean(boot[:t] - boot[t:], axis=0)
-        diff = float(np.nanmean(point[:t] - point[t:]))
+        per_row = np.nanmean(aucs[:t] - aucs[t:], axis=0)
+    diff, diffs = float(per_row[0]), per_row[1:]
     diffs = diffs[~np.isnan(diffs)]
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(diffs, [tail, 1.0 - tail]) if diffs.size else (np.nan, np.nan)
