@@ -154,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, cut_quantile=args.cut_quantile,
         exclude_targets=[t for t in (args.exclude_targets or "").split(",") if t],
         compare_targets=args.compare_targets, scheduler=args.scheduler, baselines=not args.no_baselines,
-        progress=not args.quiet, ensemble=args.ensemble, time_budget=args.time_budget,
+        progress=not args.quiet, ensemble=args.ensemble, seeds=args.seeds, time_budget=args.time_budget,
     )
     folder = train_module.train(options)
     print(folder)  # the artifact path is the last line of standard output
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baselines", action="store_true", help="skip the baseline classifiers")
     p.add_argument("--ensemble", type=_positive_int, default=3,
                    help="average up to this many best configurations, as many as score best in CV (default 3; 1: no ensemble)")
+    p.add_argument("--seeds", type=_positive_int, default=5,
+                   help="train each chosen configuration with this many seeds (initialisation, dropout, early-stopping "
+                        "split), cross-validated on the same folds, and average them (default 5; 1: the search's own)")
     p.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
                    help="stop the search after this many seconds (with --trials as the cap on trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -26,7 +26,7 @@ from radiogenomics import __version__
 from radiogenomics.cohort import Cohort
 from radiogenomics.errors import InputError
 from radiogenomics.jsonsafe import json_safe
-from radiogenomics.training.network import EnsembleNet, NetConfig, build_network, predict
+from radiogenomics.training.network import EnsembleNet, NetConfig, build_network, compact_gene_layers, predict
 from radiogenomics.training.targets import Predictions, Standardizer, TargetSpec
 
 #: Artifact formats this code reads. 2: a network may read hinges of its module eigengenes
@@ -258,4 +258,5 @@ def load_model(folder: Path) -> LoadedModel:
     except (RuntimeError, ValueError, EOFError, OSError) as exc:
         raise ModelError(f"{weights_path}: weights do not fit the architecture in model.json ({' '.join(str(exc).split())[:200]})") from None
     net.eval()
+    compact_gene_layers(net, n_genes)  # a screened first layer multiplies only its genes' columns
     return LoadedModel(folder, card, net, spec)

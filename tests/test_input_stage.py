@@ -18,9 +18,9 @@ from radiogenomics.registry import load_model
 from radiogenomics.training.direct import fit_and_export
 from radiogenomics.training.fold import fold_input_stage
 from radiogenomics.training.inputs import fit_input_stage, screening_scores, top_genes
-from radiogenomics.training.network import INTERACTION_KNOTS, NetConfig, predict, train_network
+from radiogenomics.training.network import INTERACTION_KNOTS, GeneColumnsLinear, NetConfig, predict, train_network
 from radiogenomics.training.selection import fit_fold, refit
-from radiogenomics.training.targets import Standardizer, TargetSpec, stratified_folds
+from radiogenomics.training.targets import Standardizer, TargetSpec, stratified_folds, summary_auc
 
 #: every kind of architecture the search space can return (tune/space.py)
 ARCHITECTURES = {
@@ -166,6 +166,47 @@ def test_masking_fast_path_equals_dense_and_captum_on_every_architecture(name: s
                 assert np.abs(fast[g, :, target] - (unmasked[:, target] - attribution[:, genes[0]])).max() < 1e-5
 
 
+#: without principal components (which give every gene a weight): the default search's kind of model
+SCREENED_ONLY = {
+    "modules": NetConfig(widths=(), screen_genes=6, l2=0.01, target_screen=True, modules=40, interaction_l1=1e-4,
+                         interaction_knots=INTERACTION_KNOTS),
+    "depth0_screen": ARCHITECTURES["depth0_screen"],
+    "per_target_screened_depth1": ARCHITECTURES["per_target_screened_depth1"],
+    "dense_all_genes": ARCHITECTURES["dense_all_genes"],
+}
+
+
+@pytest.mark.parametrize("name", SCREENED_ONLY)
+def test_loaded_screened_layers_multiply_only_their_genes(name: str, cohorts, tmp_path: Path) -> None:
+    """A loaded model's first layer on the genes multiplies only its non-zero gene columns (a
+    screened network reads few genes): the same predictions as the dense layer, a copy that follows
+    any in-place change of the weights, the dense layer whenever gradients are wanted."""
+    train, test = cohorts
+    model = load_model(fit_and_export(train, tmp_path, "m", SCREENED_ONLY[name], epochs=4, seed=1))
+    n_genes = len(model.genes)
+    layers = [m for m in model.net.modules() if isinstance(m, torch.nn.Linear) and m.in_features == n_genes]
+    compact = [m for m in layers if isinstance(m, GeneColumnsLinear)]
+    assert layers and (not compact if name == "dense_all_genes" else compact == layers)
+    x = model.align(test)
+    before = model.predict(x).matrix()
+    for layer in compact:
+        layer.__class__ = torch.nn.Linear  # the plain dense layer, same weights
+    np.testing.assert_allclose(before, model.predict(x).matrix(), rtol=0, atol=1e-6)
+    for layer in compact:
+        layer.__class__ = GeneColumnsLinear
+    z = torch.from_numpy(model.scaler.transform(x.astype(np.float32)))
+    for layer in compact:
+        used = torch.nonzero(layer.weight.detach().abs().sum(dim=0) > 0).flatten()
+        assert torch.equal(layer._columns, used) and 0 < len(used) <= n_genes / 2
+        with torch.no_grad():
+            layer.weight[:, used[0]] = 0.0  # changed in place: the compact copy follows
+            np.testing.assert_allclose(layer(z).numpy(), torch.nn.functional.linear(z, layer.weight, layer.bias).numpy(),
+                                       rtol=0, atol=1e-5)
+        assert len(layer._columns) == len(used) - 1
+        layer(z).sum().backward()  # gradients wanted: the dense layer, every column
+        assert layer.weight.grad is not None and layer.weight.grad.shape == (layer.out_features, n_genes)
+
+
 def test_depth_zero_needs_a_stage() -> None:
     with pytest.raises(ValueError, match="only with an input stage"):
         NetConfig(widths=())
@@ -217,7 +258,7 @@ def test_ensemble_is_served_and_masked_as_one_model(cohorts, tmp_path: Path) -> 
 
 def test_ensemble_size_is_chosen_on_the_same_folds(cohorts) -> None:
     from radiogenomics.training.ensemble import choose_size, cv_aucs, fold_labels
-    from radiogenomics.training.selection import cross_validate, mean_aucs
+    from radiogenomics.training.selection import cross_validate, mean_aucs, out_of_fold
 
     train, _ = cohorts
     folds = stratified_folds(train, 3, 1)
@@ -226,9 +267,10 @@ def test_ensemble_size_is_chosen_on_the_same_folds(cohorts) -> None:
     oofs, singles = [], []
     for config in (ARCHITECTURES["depth0_screen_pca"], ARCHITECTURES["depth1_pca"]):
         results = list(cross_validate(train, folds, config.model_copy(update={"max_epochs": 5}), seed=0))
-        oof = np.full((train.n_samples, len(spec.names)), np.nan)
+        assert np.isnan(out_of_fold(results[:1], train.n_samples)).sum() > 0  # a fold not yet run: its patients NaN
+        oof = out_of_fold(results, train.n_samples)
         for r in results:
-            oof[r.val_rows] = r.predictions
+            assert np.array_equal(oof[r.val_rows], r.predictions.astype(np.float32))
         assert not np.isnan(oof).any()  # every patient predicted once, by the fold model that did not see it
         oofs.append(oof)
         singles.append(mean_aucs(results))
@@ -238,6 +280,39 @@ def test_ensemble_size_is_chosen_on_the_same_folds(cohorts) -> None:
     choice = choose_size(oofs, labels, spec)
     assert set(choice.scores) == {1, 2} and choice.scores[choice.size] == max(choice.scores.values())
     assert choice.per_target == cv_aucs(np.mean(np.stack(oofs[: choice.size]), axis=0), labels, spec.names)
+
+
+def test_seed_bags_average_every_configuration_with_its_seeds(cohorts) -> None:
+    """`seed_bag`: the CV of configurations x seeds averaged, scored by number of seeds on the same
+    folds; each seed a different network (initialisation, dropout, early-stopping split)."""
+    from radiogenomics.training.ensemble import cv_aucs, fold_labels, seed_bag
+    from radiogenomics.training.selection import cross_validate, out_of_fold, refit_epochs
+
+    train, _ = cohorts
+    folds = stratified_folds(train, 3, 1)
+    spec = TargetSpec.fit(train)
+    labels = fold_labels(train, folds, features=None, cut_quantile=0.5)
+    bags = []
+    for config in (ARCHITECTURES["depth0_modules_interaction"], ARCHITECTURES["depth1_pca"]):
+        seeds = []
+        for seed in (0, 1000):
+            results = list(cross_validate(train, folds, config.model_copy(update={"max_epochs": 5}), seed=seed))
+            epochs, rows = refit_epochs(results)
+            assert epochs == int(np.median([r.best_epoch for r in results]))
+            if config.modules:  # each logit row's own median best epoch
+                assert np.array_equal(rows, np.median(np.stack([r.target_epochs for r in results]), axis=0).round())
+            else:
+                assert rows is None
+            seeds.append(out_of_fold(results, train.n_samples))
+        assert not np.allclose(seeds[0], seeds[1])  # another seed, another network
+        bags.append(seeds)
+    bag = seed_bag(bags, labels, spec)
+    assert bag.size == 2 and set(bag.scores) == {1, 2}
+    assert bag.per_target == cv_aucs(np.mean(np.stack([o for seeds in bags for o in seeds]), axis=0), labels, spec.names)
+    one_seed = cv_aucs(np.mean(np.stack([seeds[0] for seeds in bags]), axis=0), labels, spec.names)
+    assert bag.scores[1] == pytest.approx(summary_auc(spec, one_seed), abs=1e-12)
+    with pytest.raises(ValueError, match="the same number"):
+        seed_bag([bags[0], bags[1][:1]], labels, spec)
 
 
 def test_each_output_sees_only_its_own_screened_genes(cohorts) -> None:

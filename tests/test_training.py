@@ -21,6 +21,8 @@ from radiogenomics.holdout import evaluate_on_test
 from radiogenomics.registry import ModelError, load_model, resolve
 from radiogenomics.synth import SynthConfig, generate
 from radiogenomics.training.targets import TargetSpec, target_aucs
+from radiogenomics.training.selection import refit, set_threads
+from tune.space import to_config
 from tune.train import TrainOptions, train
 
 CLI = str(Path(sys.executable).parent / "radiogenomics")
@@ -35,7 +37,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, hallmark_gmt: Path) -> Path:
 
 
 def _options(cohort: Path, registry: Path, name: str, **kw) -> TrainOptions:
-    defaults = dict(trials=4, folds=3, max_epochs=25, compare_targets=2, progress=False)
+    defaults = dict(trials=4, folds=3, max_epochs=25, compare_targets=2, progress=False, seeds=2)
     return TrainOptions(cohort=cohort, registry=registry, name=name, **{**defaults, **kw})
 
 
@@ -66,6 +68,37 @@ def test_artifact_and_model_card(trained: Path, small: Path) -> None:
     assert (trained / "training_report.md").read_text().count("|") > 20
     assert (trained / "tune").is_dir() and (trained / "baselines.joblib").is_file()
     assert resolve(trained.parents[1], "nsclc") == trained
+
+
+def test_every_chosen_configuration_is_trained_with_every_seed(trained: Path, small: Path) -> None:
+    """`seeds`: each chosen configuration cross-validated and refitted with each seed; the exported
+    model averages them all, its CV is theirs (scored by number of seeds), and a member is exactly
+    the refit of its configuration with its own seed and epochs."""
+    card = json.loads((trained / "model.json").read_text())
+    cv = card["cv_metrics"]
+    members = cv["members"]
+    configurations = sorted({m["configuration"] for m in members})
+    assert cv["seeds"] == 2 and configurations == list(range(len(configurations)))
+    assert sorted((m["configuration"], m["seed"]) for m in members) == [(c, s) for c in configurations for s in (0, 1)]
+    assert all(m["refit_seed"] == 425 + m["configuration"] + 1000 * m["seed"] for m in members)
+    assert all(m["params"] == members[0]["params"] for m in members if m["configuration"] == 0)
+    assert set(cv["seed_scores"]) == {"1", "2"} and cv["cv_auc"] == pytest.approx(cv["seed_scores"]["2"], abs=1e-12)
+    assert len(card["members"]) == len(members)  # the card lists every network of the ensemble
+    assert "CV score by number of seeds: 1: " in (trained / "training_report.md").read_text()
+    model = load_model(trained)
+    assert len(model.net.members) == len(members)
+    cohort, test = load_cohort(small / "train"), load_cohort(small / "test")
+    index = next(i for i, m in enumerate(members) if m["seed"] == 1)
+    member = members[index]
+    rows = None if member["refit_epochs_per_output"] is None else np.array(list(member["refit_epochs_per_output"].values()))
+    set_threads(2)  # as train refits
+    again = refit(cohort, to_config(member["params"]), member["refit_epochs"], seed=member["refit_seed"], target_epochs=rows)
+    x = torch.as_tensor(model.scaler.transform(model.align(test).astype(np.float32)))
+    with torch.no_grad():
+        exported, direct = model.net.members[index].eval()(x), again.net.eval()(x)
+    for a, b in zip(exported, direct):
+        if a is not None:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_loaded_model_reproduces_the_refit(trained: Path, small: Path) -> None:
@@ -193,7 +226,8 @@ def test_bad_training_input_is_one_line(small: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no interrupted search"):
         train(_options(small / "train", tmp_path / "empty", "nothing", resume=True))
     for flag, value, message in (("--time-budget", "-5", "must be a positive number of seconds"),
-                                 ("--ensemble", "0", "must be a positive whole number")):
+                                 ("--ensemble", "0", "must be a positive whole number"),
+                                 ("--seeds", "0", "must be a positive whole number")):
         result = subprocess.run([CLI, "train", str(small / "train"), "--registry", str(tmp_path), "--name", "x", flag, value],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -284,4 +318,6 @@ def test_time_budget_bounds_the_search(ray_local, small: Path, tmp_path: Path) -
     card = json.loads((folder / "model.json").read_text())
     cv = card["cv_metrics"]
     assert cv["time_budget_s"] == 20 and 1 <= cv["trials_complete"] <= cv["trials"] < 200
-    assert 1 <= len(cv["members"]) <= 3 and card["best_family"] == {n: "network" for n in cv["per_target"]}
+    configurations = {m["configuration"] for m in cv["members"]}
+    assert 1 <= len(configurations) <= 3 and len(cv["members"]) == 2 * len(configurations)  # each with 2 seeds
+    assert card["best_family"] == {n: "network" for n in cv["per_target"]}

@@ -5,12 +5,16 @@
    fold so ASHA can stop poor ones early; `--time-budget` bounds the search's wall time.
 2. Only trials that finished every fold compete. The best `--ensemble` of them, best first, are
    averaged as ensembles of 1..k members on their out-of-fold probabilities
-   (`radiogenomics.training.ensemble`); the size with the best mean CV score wins.
+   (`radiogenomics.training.ensemble`); the size with the best mean CV score wins. Each chosen
+   configuration is then cross-validated again with `--seeds` - 1 more seeds on the same folds
+   (Ray tasks, one per fold and seed); the members are every configuration with every seed, and the
+   exported model's CV is that of their averaged out-of-fold probabilities.
 3. The baselines are cross-validated on the same folds and targets; the per-target design is
    compared with the shared trunk on a subset of targets, same folds, same configuration. The
    model card records, per target, which family had the best CV AUC.
-4. Each member is refitted on the whole training cohort for the median best epoch of its folds
-   and the ensemble is exported as one model with its CV metrics, the fitted baselines and a report.
+4. Each member (configuration and seed) is refitted on the whole training cohort, with its seed,
+   for the median best epoch of its own folds, and the ensemble is exported as one model with its
+   CV metrics, the fitted baselines and a report.
 The search state lives under `<registry>/.tune/<name>`; `--resume` continues an interrupted run.
 """
 
@@ -58,11 +62,14 @@ class TrainOptions:
     baselines: bool = True
     progress: bool = True
     ensemble: int = 3  # most configurations averaged into the exported model (1: the best one alone)
+    seeds: int = 5  # networks per chosen configuration, each with its own seed, averaged (1: the search's own)
     time_budget: float | None = None  # seconds for the whole search (Tune stops starting/continuing trials)
 
 
 #: Times Tune restarts a trial that failed (e.g. its node was lost) before counting it as errored.
 TRIAL_RETRIES = 2
+#: seed s of a configuration trains with `seed + SEED_STRIDE * s` (s = 0: the search's own seed)
+SEED_STRIDE = 1000
 
 
 def storage_dir(options: TrainOptions) -> Path:
@@ -126,17 +133,29 @@ def _tuner(options: TrainOptions, cohort, folds, features):
     )
 
 
+@dataclass(frozen=True)
+class Member:
+    """One network of the exported ensemble: a configuration, its seed offset, what its refit trains
+    for (the median best epoch of its folds, per logit row for a modules network) and its own CV."""
+
+    params: dict[str, Any]
+    rank: int  # the configuration's place among the chosen, best first
+    seed: int  # s: CV with seed + SEED_STRIDE * s; refit with seed + rank + SEED_STRIDE * s
+    epochs: int
+    target_epochs: np.ndarray | None
+    cv_auc: float
+    oof: np.ndarray  # its out-of-fold probabilities (training patients x outputs)
+
+
 @dataclass
 class Selection:
-    """The chosen members (best first): their params, refit epochs and CV scores; the ensemble's CV."""
+    """The chosen members (best configuration first, each with its seeds); the ensemble's CV."""
 
-    params: list[dict[str, Any]]
-    epochs: list[int]
-    target_epochs: list[np.ndarray | None]  # per logit row (modules networks), else None
-    member_cv: list[float]
+    members: list[Member]
     per_target: dict[str, float]  # the exported model's (ensemble's) CV AUC per target
-    size_scores: dict[int, float]
+    size_scores: dict[int, float]  # CV by number of configurations (one seed each)
     table: pd.DataFrame
+    seed_scores: dict[int, float] = field(default_factory=dict)  # CV by number of seeds (every configuration)
 
 
 def _oof(result) -> np.ndarray:
@@ -167,11 +186,59 @@ def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> 
     ranked = sorted(complete, key=lambda r: -r.metrics["cv_auc"])[: max(1, options.ensemble)]
     labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
     choice = choose_size([_oof(r) for r in ranked], labels, spec)
-    chosen = ranked[: choice.size]
-    return Selection(params=[dict(r.config) for r in chosen], epochs=[int(r.metrics["best_epoch"]) for r in chosen],
-                     target_epochs=[_target_epochs(r) for r in chosen],
-                     member_cv=[float(r.metrics["cv_auc"]) for r in chosen], per_target=choice.per_target,
-                     size_scores=choice.scores, table=table)
+    members = [Member(params=dict(r.config), rank=c, seed=0, epochs=int(r.metrics["best_epoch"]), target_epochs=_target_epochs(r),
+                      cv_auc=float(r.metrics["cv_auc"]), oof=_oof(r)) for c, r in enumerate(ranked[: choice.size])]
+    return Selection(members=members, per_target=choice.per_target, size_scores=choice.scores, table=table)
+
+
+def _add_seeds(selection: Selection, cohort, folds, spec: TargetSpec, options: TrainOptions) -> Selection:
+    """Every chosen configuration cross-validated with `options.seeds` - 1 more seeds on the same
+    folds (one Ray task per fold and seed); the members become every configuration with every seed."""
+    if options.seeds <= 1:
+        return selection
+    import ray
+
+    from radiogenomics.training.ensemble import fold_labels, seed_bag
+    from radiogenomics.training.selection import out_of_fold, refit_epochs
+
+    cohort_ref = ray.put(cohort)
+    first = selection.members
+    pending = {(c, s): _remote_folds(cohort_ref, folds, to_config(m.params), options.seed + SEED_STRIDE * s, options,
+                                     list(spec.features))
+               for c, m in enumerate(first) for s in range(1, options.seeds)}
+    bags: list[list[Member]] = [[m] for m in first]
+    for (c, s), refs in tqdm(pending.items(), desc="more seeds", unit="seed", disable=not options.progress, file=sys.stderr):
+        results = ray.get(refs)
+        epochs, rows = refit_epochs(results)
+        bags[c].append(Member(params=first[c].params, rank=c, seed=s, epochs=epochs, target_epochs=rows,
+                              cv_auc=float(np.nanmean([r.score for r in results])), oof=out_of_fold(results, cohort.n_samples)))
+    labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
+    bag = seed_bag([[m.oof for m in members] for members in bags], labels, spec)
+    return Selection(members=[m for members in bags for m in members], per_target=bag.per_target,
+                     size_scores=selection.size_scores, table=selection.table, seed_scores=bag.scores)
+
+
+def _fit_fold_task(cohort: Any, train_rows: np.ndarray, val_rows: np.ndarray, config: NetConfig, fold: int, seed: int,
+                   cut_quantile: float, features: list[str]):
+    set_threads(1)
+    return fit_fold(cohort, train_rows, val_rows, config, fold=fold, seed=seed, cut_quantile=cut_quantile, features=features)
+
+
+def _remote_folds(cohort_ref: Any, folds, config: NetConfig, seed: int, options: TrainOptions, features: list[str]) -> list:
+    """One Ray task (1 CPU) per fold cross-validating `config` with `seed`; their object refs."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=TRIAL_RETRIES)(_fit_fold_task)
+    return [task.remote(cohort_ref, train_rows, val_rows, config, k, seed, options.cut_quantile, features)
+            for k, (train_rows, val_rows) in enumerate(folds)]
+
+
+def _member_aucs(member: Member, cohort, folds, spec: TargetSpec, options: TrainOptions) -> dict[str, float]:
+    """One network's own CV AUC per target (the best configuration with the search's seed)."""
+    from radiogenomics.training.ensemble import cv_aucs, fold_labels
+
+    return cv_aucs(member.oof, fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile),
+                   spec.names)
 
 
 def per_target_counterpart(config: NetConfig) -> NetConfig:
@@ -190,17 +257,9 @@ def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[
     rng = np.random.default_rng(options.seed)
     features = list(spec.features)
     subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
-    per_target = per_target_counterpart(config)
     import ray
 
-    def one_fold(k: int, cohort_ref, train_rows, val_rows):
-        set_threads(1)
-        return fit_fold(cohort_ref, train_rows, val_rows, per_target, fold=k, seed=options.seed,
-                        cut_quantile=options.cut_quantile, features=subset)
-
-    task = ray.remote(num_cpus=1)(one_fold)
-    cohort_ref = ray.put(cohort)
-    results = ray.get([task.remote(k, cohort_ref, tr, va) for k, (tr, va) in enumerate(folds)])
+    results = ray.get(_remote_folds(ray.put(cohort), folds, per_target_counterpart(config), options.seed, options, subset))
     separate = mean_aucs(results)
     rows = [{"target": t, "shared_trunk": shared_aucs.get(t, np.nan), "per_target": separate[t]} for t in separate]
     return pd.DataFrame(rows)
@@ -211,8 +270,13 @@ def _report(name: str, cv: dict, design: pd.DataFrame | None, baseline_table: pd
              f"- trials: {cv['trials']} ({cv['trials_complete']} finished every fold; scheduler {cv['scheduler']})",
              f"- folds: {cv['folds']} (stratified, seed {cv['seed']}); early stopping on an inner 20 % split of each training fold",
              f"- best configuration: `{json.dumps(cv['best_params'], default=str)}`",
-             f"- ensemble: {len(cv['members'])} member(s) (CV score by size: "
+             f"- ensemble: {len({m['configuration'] for m in cv['members']})} "
+             "configuration(s) (CV score by number of configurations, one seed each: "
              + ", ".join(f"{k}: {v:.3f}" for k, v in cv["ensemble_size_scores"].items()) + ")",
+             f"- seeds: each configuration trained with {cv['seeds']} seed(s) (initialisation, dropout, early-stopping "
+             f"split), {len(cv['members'])} network(s) averaged"
+             + (" (CV score by number of seeds: " + ", ".join(f"{k}: {v:.3f}" for k, v in cv["seed_scores"].items()) + ")"
+                if cv["seed_scores"] else ""),
              f"- mean CV score of the exported model (histology macro AUC and each radiomic AUC, averaged): {cv['cv_auc']:.3f}",
              f"- each member refitted on all {cv['n_samples']} training samples (epochs {cv['refit_epochs']}; a modules "
              "network trains each output for its own median best epoch, listed per output in the card)", ""]
@@ -267,10 +331,11 @@ def train(options: TrainOptions) -> Path:
     with ray_session(options.address):
         with contextlib.redirect_stdout(sys.stderr):  # Tune's console output must not mix with our results
             results = _tuner(options, cohort, folds, features).fit()
-        selection = _select(results, cohort, folds, spec, options)
-        per_target, trials = selection.per_target, selection.table
-        config = to_config(selection.params[0])
-        design = _compare_designs(cohort, folds, config, spec, per_target, options) if options.compare_targets else None
+        selection = _add_seeds(_select(results, cohort, folds, spec, options), cohort, folds, spec, options)
+        per_target, trials, members = selection.per_target, selection.table, selection.members
+        config = to_config(members[0].params)
+        design = (_compare_designs(cohort, folds, config, spec, _member_aucs(members[0], cohort, folds, spec, options), options)
+                  if options.compare_targets else None)
     set_threads(2)
     by_model = {"network": per_target}
     fitted_baselines = baseline_cv = None
@@ -281,21 +346,23 @@ def train(options: TrainOptions) -> Path:
                                                seed=options.seed, n_jobs=2, progress=options.progress)
         by_model.update(baseline_cv.target_auc)
         fitted_baselines = fit_baselines(cohort, baseline_cv, n_jobs=2)
-    fits = [refit(cohort, to_config(params), epochs, seed=options.seed + k, cut_quantile=options.cut_quantile,
-                  features=features, target_epochs=rows)
-            for k, (params, epochs, rows) in enumerate(zip(selection.params, selection.epochs, selection.target_epochs))]
+    fits = [refit(cohort, to_config(m.params), m.epochs, seed=options.seed + m.rank + SEED_STRIDE * m.seed,
+                  cut_quantile=options.cut_quantile, features=features, target_epochs=m.target_epochs)
+            for m in members]
     final = fits[0]
     net = fits[0].net if len(fits) == 1 else EnsembleNet([f.net for f in fits])
     complete = int((trials.get("folds_done", pd.Series(dtype=float)) == len(folds)).sum())
     best_family = _best_family(spec, by_model)
-    cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": selection.params[0],
+    cv = {"cv_auc": summary_auc(spec, per_target), "per_target": per_target, "best_params": members[0].params,
           "trials": len(trials), "trials_complete": complete, "scheduler": options.scheduler, "folds": len(folds),
-          "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": selection.epochs,
-          "members": [{"params": p, "cv_auc": c, "refit_epochs": e, "input_stage": None if f.stage is None else f.stage.describe(),
-                       "refit_epochs_per_output": None if r is None else dict(zip(spec.names, (int(v) for v in r)))}
-                      for p, c, e, f, r in zip(selection.params, selection.member_cv, selection.epochs, fits,
-                                               selection.target_epochs)],
+          "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": [m.epochs for m in members],
+          "members": [{"params": m.params, "configuration": m.rank, "seed": m.seed,
+                       "refit_seed": options.seed + m.rank + SEED_STRIDE * m.seed, "cv_auc": m.cv_auc,
+                       "refit_epochs": m.epochs, "input_stage": None if f.stage is None else f.stage.describe(),
+                       "refit_epochs_per_output": None if m.target_epochs is None else dict(zip(spec.names, (int(v) for v in m.target_epochs)))}
+                      for m, f in zip(members, fits)],
           "ensemble_size_scores": {str(k): v for k, v in selection.size_scores.items()},
+          "seeds": max(1, options.seeds), "seed_scores": {str(k): v for k, v in selection.seed_scores.items()},
           "best_family": best_family, "time_budget_s": options.time_budget}
     family = _family_table(spec, by_model)
     if baseline_cv is not None:
@@ -314,7 +381,7 @@ def train(options: TrainOptions) -> Path:
         options.registry, options.name, net=net, config=final.config, spec=final.spec, scaler=final.scaler,
         genes=list(cohort.genes), cv_metrics=json_safe(cv),
         training={"cohort": str(Path(options.cohort).resolve()), "data_hash": cohort.content_hash(),
-                  "n_samples": cohort.n_samples, "seed": options.seed, "epochs": selection.epochs[0]},
+                  "n_samples": cohort.n_samples, "seed": options.seed, "epochs": members[0].epochs},
         extra_files=extra, input_stage=None if final.stage is None else final.stage.describe(list(cohort.genes)),
         best_family=best_family, members=[f.config for f in fits] if len(fits) > 1 else None,
     )

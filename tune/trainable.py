@@ -17,7 +17,7 @@ import numpy as np
 from ray import tune as ray_tune
 
 from radiogenomics.cohort import Cohort
-from radiogenomics.training.selection import cross_validate, set_threads
+from radiogenomics.training.selection import FoldResult, cross_validate, out_of_fold, refit_epochs, set_threads
 from tune.space import to_config
 
 OOF_FILE = "oof.npy"
@@ -29,25 +29,19 @@ def cv_trainable(params: dict[str, Any], *, cohort: Cohort, folds: list, seed: i
                  features: list[str] | None, cpus: float) -> None:
     set_threads(int(max(1, cpus)))
     config = to_config(params)
-    scores, epochs, row_epochs = [], [], []
-    oof: np.ndarray | None = None
+    results: list[FoldResult] = []
     for result in cross_validate(cohort, folds, config, seed=seed, cut_quantile=cut_quantile, features=features):
-        scores.append(result.score)
-        epochs.append(result.best_epoch)
-        if result.target_epochs is not None:
-            row_epochs.append(result.target_epochs)
-        if oof is None:
-            oof = np.full((cohort.n_samples, result.predictions.shape[1]), np.nan, dtype=np.float32)
-        oof[result.val_rows] = result.predictions
+        results.append(result)
+        epochs, row_epochs = refit_epochs(results)
         metrics = {
-            "cv_auc": float(np.nanmean(scores)), "folds_done": len(scores), "fold_auc": result.score,
-            "best_epoch": int(np.median(epochs)), "fold_aucs": dict(result.aucs),
+            "cv_auc": float(np.nanmean([r.score for r in results])), "folds_done": len(results), "fold_auc": result.score,
+            "best_epoch": epochs, "fold_aucs": dict(result.aucs),
         }
-        if len(scores) < len(folds):
+        if len(results) < len(folds):
             ray_tune.report(metrics)
             continue
         with tempfile.TemporaryDirectory() as folder:
-            np.save(Path(folder) / OOF_FILE, oof)
-            if row_epochs:
-                np.save(Path(folder) / TARGET_EPOCHS_FILE, np.median(np.stack(row_epochs), axis=0).round().astype(np.int64))
+            np.save(Path(folder) / OOF_FILE, out_of_fold(results, cohort.n_samples))
+            if row_epochs is not None:
+                np.save(Path(folder) / TARGET_EPOCHS_FILE, row_epochs)
             ray_tune.report(metrics, checkpoint=ray_tune.Checkpoint.from_directory(folder))

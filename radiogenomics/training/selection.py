@@ -96,6 +96,23 @@ def cross_validate(
         yield fit_fold(cohort, train_rows, val_rows, config, fold=k, **kwargs)
 
 
+def out_of_fold(results: Sequence[FoldResult], n_samples: int) -> np.ndarray:
+    """(n_samples, T) float32: each patient's probabilities from the fold model that did not see it
+    (NaN for patients no fold has scored yet)."""
+    oof = np.full((n_samples, results[0].predictions.shape[1]), np.nan, dtype=np.float32)
+    for result in results:
+        oof[result.val_rows] = result.predictions
+    return oof
+
+
+def refit_epochs(results: Sequence[FoldResult]) -> tuple[int, np.ndarray | None]:
+    """What the refit trains for: the median of the folds' best epochs, and each logit row's own
+    median (a modules network; else None)."""
+    rows = [r.target_epochs for r in results if r.target_epochs is not None]
+    per_row = np.median(np.stack(rows), axis=0).round().astype(np.int64) if rows else None
+    return int(np.median([r.best_epoch for r in results])), per_row
+
+
 def mean_aucs(results: Sequence[FoldResult]) -> dict[str, float]:
     """Per-target AUC averaged over folds (folds where a target had one class are skipped)."""
     names = results[0].aucs.keys()
