@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from radiogenomics.registry import load_model
-from radiogenomics.training.network import GeneColumnsLinear
+from radiogenomics.training.network import EnsembleNet, GeneColumnsLinear
 
 BATCHES, PASSES, REPEATS = (1, 64), 200, 5
 
@@ -51,7 +51,7 @@ def main() -> None:
     for folder in args.models:
         model = load_model(folder)
         layers = [m for m in model.net.modules() if isinstance(m, GeneColumnsLinear)]
-        n_nets = len(getattr(model.net, "members", [model.net]))
+        n_nets = len(model.net.members) if isinstance(model.net, EnsembleNet) else 1
         z = torch.from_numpy(np.random.default_rng(0).normal(size=(max(BATCHES), len(model.genes))).astype(np.float32))
         compact = {b: per_pass_ms(model.net, z[:b]) for b in BATCHES}
         compact_out = outputs(model.net, z)

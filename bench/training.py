@@ -48,7 +48,8 @@ def main() -> int:
             for scheduler in ("asha", "fifo"):
                 options = TrainOptions(cohort=cohort / "train", registry=Path(tmp) / "registry", name=scheduler,
                                        trials=args.trials, folds=args.folds, max_epochs=args.max_epochs,
-                                       scheduler=scheduler, baselines=False, compare_targets=0, progress=False)
+                                       scheduler=scheduler, baselines=False, compare_targets=0, progress=False,
+                                       seeds=1)  # the search alone: the seeds come after it
                 start = time.perf_counter()
                 folder = train(options)
                 seconds = time.perf_counter() - start

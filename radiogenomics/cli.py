@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train each chosen configuration with this many seeds (initialisation, dropout, early-stopping "
                         "split), cross-validated on the same folds, and average them (default 5; 1: the search's own)")
     p.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
-                   help="stop the search after this many seconds (with --trials as the cap on trials)")
+                   help="stop the search after this many seconds (with --trials as the cap on trials); the --seeds and the baselines run after it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_train)
 

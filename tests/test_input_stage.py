@@ -4,6 +4,7 @@ architecture the search can return (depth 0 and deeper, screen, components, both
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,16 @@ def test_loaded_screened_layers_multiply_only_their_genes(name: str, cohorts, tm
             np.testing.assert_allclose(layer(z).numpy(), torch.nn.functional.linear(z, layer.weight, layer.bias).numpy(),
                                        rtol=0, atol=1e-5)
         assert len(layer._columns) == len(used) - 1
+        copied = copy.deepcopy(layer)  # a copy rebuilds its own compact weights from its own weight
+        assert "_compact" not in copied.__dict__
+        with torch.no_grad():
+            copied.weight[:, used[1]] = 0.0
+            np.testing.assert_allclose(copied(z).numpy(), torch.nn.functional.linear(z, copied.weight, layer.bias).numpy(),
+                                       rtol=0, atol=1e-5)
+            copied.weight = torch.nn.Parameter(layer.weight.detach().clone())  # a new weight, its version 0
+            np.testing.assert_allclose(copied(z).numpy(), layer(z).numpy(), rtol=0, atol=1e-6)
+            doubled = copied.double()  # .to(): another dtype
+            assert doubled(z.double()).dtype == torch.float64
         layer(z).sum().backward()  # gradients wanted: the dense layer, every column
         assert layer.weight.grad is not None and layer.weight.grad.shape == (layer.out_features, n_genes)
 

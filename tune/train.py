@@ -21,6 +21,7 @@ The search state lives under `<registry>/.tune/<name>`; `--resume` continues an 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import sys
@@ -185,9 +186,10 @@ def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> 
                          "under the storage path")
     ranked = sorted(complete, key=lambda r: -r.metrics["cv_auc"])[: max(1, options.ensemble)]
     labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
-    choice = choose_size([_oof(r) for r in ranked], labels, spec)
+    oofs = [_oof(r) for r in ranked]
+    choice = choose_size(oofs, labels, spec)
     members = [Member(params=dict(r.config), rank=c, seed=0, epochs=int(r.metrics["best_epoch"]), target_epochs=_target_epochs(r),
-                      cv_auc=float(r.metrics["cv_auc"]), oof=_oof(r)) for c, r in enumerate(ranked[: choice.size])]
+                      cv_auc=float(r.metrics["cv_auc"]), oof=oofs[c]) for c, r in enumerate(ranked[: choice.size])]
     return Selection(members=members, per_target=choice.per_target, size_scores=choice.scores, table=table)
 
 
@@ -224,11 +226,17 @@ def _fit_fold_task(cohort: Any, train_rows: np.ndarray, val_rows: np.ndarray, co
     return fit_fold(cohort, train_rows, val_rows, config, fold=fold, seed=seed, cut_quantile=cut_quantile, features=features)
 
 
-def _remote_folds(cohort_ref: Any, folds, config: NetConfig, seed: int, options: TrainOptions, features: list[str]) -> list:
-    """One Ray task (1 CPU) per fold cross-validating `config` with `seed`; their object refs."""
+@functools.cache
+def _fold_task() -> Any:
+    """`_fit_fold_task` as a Ray remote function (made once per process)."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=TRIAL_RETRIES)(_fit_fold_task)
+    return ray.remote(num_cpus=1, max_retries=TRIAL_RETRIES)(_fit_fold_task)
+
+
+def _remote_folds(cohort_ref: Any, folds, config: NetConfig, seed: int, options: TrainOptions, features: list[str]) -> list:
+    """One Ray task (1 CPU) per fold cross-validating `config` with `seed`; their object refs."""
+    task = _fold_task()
     return [task.remote(cohort_ref, train_rows, val_rows, config, k, seed, options.cut_quantile, features)
             for k, (train_rows, val_rows) in enumerate(folds)]
 

@@ -339,9 +339,16 @@ class GeneColumnsLinear(nn.Linear):
     modules network on the nonlinear cohort: 776), yet a dense pass reads every column: 10 MB per
     network, 50 MB for five seeds, more than the CPU's cache, so a one-profile request waits on
     memory. This layer keeps the full `weight` (the artifact's mapped one, which gene masking reads)
-    and multiplies a compact copy of its non-zero columns; the copy is rebuilt whenever `weight` is
-    changed in place (its version counter), so it can never go stale. Same outputs up to the order
-    of summation (zeros are no longer added)."""
+    and multiplies a compact copy of its non-zero columns. The copy is keyed on the weight's storage,
+    version counter, dtype and device, so an in-place edit, a new weight, `.to()` or a copy of the
+    module rebuilds it before the next pass; copies and pickles leave it behind. Same outputs up to
+    the order of summation (zeros are no longer added)."""
+
+    _CACHE = ("_columns", "_compact", "_cache_key")
+
+    def _weight_key(self) -> tuple:
+        w = self.weight
+        return (w.data_ptr(), w._version, w.dtype, w.device)
 
     def compact(self) -> None:
         """(Re)build the compact copy from the current weights."""
@@ -349,14 +356,17 @@ class GeneColumnsLinear(nn.Linear):
             columns = torch.nonzero(self.weight.abs().sum(dim=0) > 0).flatten()
             self._columns = columns
             self._compact = self.weight.index_select(1, columns).contiguous()
-        self._version = self.weight._version
+        self._cache_key = self._weight_key()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.requires_grad and torch.is_grad_enabled():  # gradients wanted: the dense layer
             return super().forward(x)
-        if self._version != self.weight._version:
+        if getattr(self, "_cache_key", None) != self._weight_key():
             self.compact()
         return nn.functional.linear(x.index_select(1, self._columns), self._compact, self.bias)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHE}
 
 
 def compact_gene_layers(net: nn.Module, n_genes: int, max_fraction: float = 0.5) -> int:
