@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from radiogenomics.registry import load_model
-from radiogenomics.training.network import EnsembleNet, GeneColumnsLinear
+from radiogenomics.training.network import EnsembleNet, GeneColumnsLinear, predict
 
 BATCHES, PASSES, REPEATS = (1, 64), 200, 5
 
@@ -36,11 +36,6 @@ def per_pass_ms(net: torch.nn.Module, x: torch.Tensor) -> float:
     return best * 1e3
 
 
-def outputs(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return np.concatenate([o.numpy() for o in net(x) if o is not None], axis=1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model artifact folders (<registry>/<name>/<version>)")
@@ -54,11 +49,11 @@ def main() -> None:
         n_nets = len(model.net.members) if isinstance(model.net, EnsembleNet) else 1
         z = torch.from_numpy(np.random.default_rng(0).normal(size=(max(BATCHES), len(model.genes))).astype(np.float32))
         compact = {b: per_pass_ms(model.net, z[:b]) for b in BATCHES}
-        compact_out = outputs(model.net, z)
+        compact_out = predict(model.net, z.numpy()).matrix()
         for layer in layers:
             layer.__class__ = torch.nn.Linear  # the same weights, the dense pass
         dense = {b: per_pass_ms(model.net, z[:b]) for b in BATCHES}
-        diff = float(np.abs(outputs(model.net, z) - compact_out).max())
+        diff = float(np.abs(predict(model.net, z.numpy()).matrix() - compact_out).max())
         used = sorted({len(layer._columns) for layer in layers})
         for b in BATCHES:
             print(f"| {folder} | {n_nets} | {len(layers)} ({', '.join(map(str, used)) or '-'} of {len(model.genes)}) | {b} | "

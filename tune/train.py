@@ -147,6 +147,9 @@ class Member:
     cv_auc: float
     oof: np.ndarray  # its out-of-fold probabilities (training patients x outputs)
 
+    def refit_seed(self, base: int) -> int:
+        return base + self.rank + SEED_STRIDE * self.seed
+
 
 @dataclass
 class Selection:
@@ -174,18 +177,17 @@ def _target_epochs(result) -> np.ndarray | None:
         return np.load(path) if path.exists() else None
 
 
-def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> Selection:
-    """The best trials among those that finished every fold, and the best-scoring ensemble of them."""
-    from radiogenomics.training.ensemble import choose_size, fold_labels
+def _select(results, labels, spec: TargetSpec, options: TrainOptions) -> Selection:
+    """The best trials among those that finished every fold (`labels`: one per fold), and the best-scoring ensemble of them."""
+    from radiogenomics.training.ensemble import choose_size
 
     table = results.get_dataframe()
-    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == len(folds) and r.error is None
+    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == len(labels) and r.error is None
                 and r.checkpoint is not None]
     if not complete:
         raise InputError("no trial finished every fold; raise --trials or --time-budget, or check the trials' errors "
                          "under the storage path")
     ranked = sorted(complete, key=lambda r: -r.metrics["cv_auc"])[: max(1, options.ensemble)]
-    labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
     oofs = [_oof(r) for r in ranked]
     choice = choose_size(oofs, labels, spec)
     members = [Member(params=dict(r.config), rank=c, seed=0, epochs=int(r.metrics["best_epoch"]), target_epochs=_target_epochs(r),
@@ -193,17 +195,17 @@ def _select(results, cohort, folds, spec: TargetSpec, options: TrainOptions) -> 
     return Selection(members=members, per_target=choice.per_target, size_scores=choice.scores, table=table)
 
 
-def _add_seeds(selection: Selection, cohort, folds, spec: TargetSpec, options: TrainOptions) -> Selection:
+def _add_seeds(selection: Selection, cohort_ref, n_samples: int, folds, labels, spec: TargetSpec,
+               options: TrainOptions) -> Selection:
     """Every chosen configuration cross-validated with `options.seeds` - 1 more seeds on the same
     folds (one Ray task per fold and seed); the members become every configuration with every seed."""
     if options.seeds <= 1:
         return selection
     import ray
 
-    from radiogenomics.training.ensemble import fold_labels, seed_bag
+    from radiogenomics.training.ensemble import seed_bag
     from radiogenomics.training.selection import out_of_fold, refit_epochs
 
-    cohort_ref = ray.put(cohort)
     first = selection.members
     pending = {(c, s): _remote_folds(cohort_ref, folds, to_config(m.params), options.seed + SEED_STRIDE * s, options,
                                      list(spec.features))
@@ -213,8 +215,7 @@ def _add_seeds(selection: Selection, cohort, folds, spec: TargetSpec, options: T
         results = ray.get(refs)
         epochs, rows = refit_epochs(results)
         bags[c].append(Member(params=first[c].params, rank=c, seed=s, epochs=epochs, target_epochs=rows,
-                              cv_auc=float(np.nanmean([r.score for r in results])), oof=out_of_fold(results, cohort.n_samples)))
-    labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
+                              cv_auc=float(np.nanmean([r.score for r in results])), oof=out_of_fold(results, n_samples)))
     bag = seed_bag([[m.oof for m in members] for members in bags], labels, spec)
     return Selection(members=[m for members in bags for m in members], per_target=bag.per_target,
                      size_scores=selection.size_scores, table=selection.table, seed_scores=bag.scores)
@@ -241,14 +242,6 @@ def _remote_folds(cohort_ref: Any, folds, config: NetConfig, seed: int, options:
             for k, (train_rows, val_rows) in enumerate(folds)]
 
 
-def _member_aucs(member: Member, cohort, folds, spec: TargetSpec, options: TrainOptions) -> dict[str, float]:
-    """One network's own CV AUC per target (the best configuration with the search's seed)."""
-    from radiogenomics.training.ensemble import cv_aucs, fold_labels
-
-    return cv_aucs(member.oof, fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile),
-                   spec.names)
-
-
 def per_target_counterpart(config: NetConfig) -> NetConfig:
     """One network per target, as the authors trained them: `config` in the per-target design (a
     modules network's outputs are already independent models, so its counterpart is the plain
@@ -256,7 +249,7 @@ def per_target_counterpart(config: NetConfig) -> NetConfig:
     return NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0, "interaction_knots": ()})
 
 
-def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
+def _compare_designs(cohort_ref, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
     """Per-target networks vs the shared trunk on histology + a seeded sample of radiomic targets.
 
     One network per target costs one shared-trunk fit per target, so only a sample of targets is
@@ -267,7 +260,7 @@ def _compare_designs(cohort, folds, config, spec: TargetSpec, shared_aucs: dict[
     subset = sorted(rng.choice(features, size=min(options.compare_targets, len(features)), replace=False).tolist()) if features else []
     import ray
 
-    results = ray.get(_remote_folds(ray.put(cohort), folds, per_target_counterpart(config), options.seed, options, subset))
+    results = ray.get(_remote_folds(cohort_ref, folds, per_target_counterpart(config), options.seed, options, subset))
     separate = mean_aucs(results)
     rows = [{"target": t, "shared_trunk": shared_aucs.get(t, np.nan), "per_target": separate[t]} for t in separate]
     return pd.DataFrame(rows)
@@ -339,10 +332,18 @@ def train(options: TrainOptions) -> Path:
     with ray_session(options.address):
         with contextlib.redirect_stdout(sys.stderr):  # Tune's console output must not mix with our results
             results = _tuner(options, cohort, folds, features).fit()
-        selection = _add_seeds(_select(results, cohort, folds, spec, options), cohort, folds, spec, options)
+        import ray
+
+        from radiogenomics.training.ensemble import cv_aucs, fold_labels
+
+        labels = fold_labels(cohort, folds, features=spec.features, cut_quantile=options.cut_quantile)
+        cohort_ref = ray.put(cohort)
+        selection = _add_seeds(_select(results, labels, spec, options), cohort_ref, cohort.n_samples, folds, labels, spec,
+                               options)
         per_target, trials, members = selection.per_target, selection.table, selection.members
         config = to_config(members[0].params)
-        design = (_compare_designs(cohort, folds, config, spec, _member_aucs(members[0], cohort, folds, spec, options), options)
+        # the per-target design against the best network alone (the search's seed): the same configuration
+        design = (_compare_designs(cohort_ref, folds, config, spec, cv_aucs(members[0].oof, labels, spec.names), options)
                   if options.compare_targets else None)
     set_threads(2)
     by_model = {"network": per_target}
@@ -354,7 +355,7 @@ def train(options: TrainOptions) -> Path:
                                                seed=options.seed, n_jobs=2, progress=options.progress)
         by_model.update(baseline_cv.target_auc)
         fitted_baselines = fit_baselines(cohort, baseline_cv, n_jobs=2)
-    fits = [refit(cohort, to_config(m.params), m.epochs, seed=options.seed + m.rank + SEED_STRIDE * m.seed,
+    fits = [refit(cohort, to_config(m.params), m.epochs, seed=m.refit_seed(options.seed),
                   cut_quantile=options.cut_quantile, features=features, target_epochs=m.target_epochs)
             for m in members]
     final = fits[0]
@@ -365,7 +366,7 @@ def train(options: TrainOptions) -> Path:
           "trials": len(trials), "trials_complete": complete, "scheduler": options.scheduler, "folds": len(folds),
           "seed": options.seed, "n_samples": cohort.n_samples, "refit_epochs": [m.epochs for m in members],
           "members": [{"params": m.params, "configuration": m.rank, "seed": m.seed,
-                       "refit_seed": options.seed + m.rank + SEED_STRIDE * m.seed, "cv_auc": m.cv_auc,
+                       "refit_seed": m.refit_seed(options.seed), "cv_auc": m.cv_auc,
                        "refit_epochs": m.epochs, "input_stage": None if f.stage is None else f.stage.describe(),
                        "refit_epochs_per_output": None if m.target_epochs is None else dict(zip(spec.names, (int(v) for v in m.target_epochs)))}
                       for m, f in zip(members, fits)],
