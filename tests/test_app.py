@@ -403,7 +403,9 @@ def test_serve_stops_promptly_and_leaves_nothing_behind(ingress: str, small_regi
         assert list(served.index) == list(test.sample_ids[:4])
         tree = process_tree(proc.pid)
         haproxies = [pid for pid, cmd in tree.items() if cmd.split(b"\0")[0].endswith(b"haproxy")]
-        assert len(haproxies) == (1 if ingress == "haproxy" else 0), tree
+        # A graceful reload (Serve's config changes as replicas come up) starts a new HAProxy while
+        # the old one drains, so the HAProxy ingress may briefly have two; the proxy ingress has none.
+        assert bool(haproxies) == (ingress == "haproxy"), tree
         # No port of this app is shared with a process outside it (the module's other app runs now,
         # with access control on: a shared replica port would hand our calls to it).
         shared = {port: pids for port, pids in listeners().items() if pids & set(tree) and pids - set(tree)}
