@@ -24,6 +24,12 @@ test patients), which says how far the test set alone can move it. Cohorts:
     python bench/accuracy.py                          # all three, defaults (about 10 minutes here)
     python bench/accuracy.py --cohorts leukemia       # one cohort
     python bench/accuracy.py --trials 4 --folds 3     # a smaller budget for every cohort
+    python bench/accuracy.py --cohorts nonlinear --cohort-seeds 42,1,2   # three draws of one design
+
+One test set of 89 patients moves a family's difference by a few hundredths (the paired interval
+shows how far). `--cohort-seeds` draws the synthetic cohorts again with other generator seeds (for
+leukemia: other splits) and trains on each, so a miss can be told apart from a systematic loss: the
+summary gives, per cohort and family, the mean difference over the draws with a t interval.
 """
 
 from __future__ import annotations
@@ -103,12 +109,52 @@ def planted_ceiling(cohort_root: Path, holdout) -> dict[str, dict]:
     return {name: {"auc": None if np.isnan(auc) else auc} for name, auc in aucs.items()}
 
 
-def _prepare(name: str, root: Path, shared: Path) -> tuple[Path, Path]:
+def _seeds(text: str) -> list[int]:
+    """`--cohort-seeds`: distinct whole numbers >= 0, comma-separated."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cohort-seeds takes comma-separated whole numbers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--cohort-seeds takes distinct whole numbers >= 0, got {text!r}")
+    return seeds
+
+
+def over_draws(rows: list[dict]) -> list[dict]:
+    """Per (cohort, family): the mean over the cohort's draws of the network's AUC, the best baseline's
+    (each draw's own best) and their difference, with a t interval of the mean difference (scipy)."""
+    from scipy import stats
+
+    out = []
+    for cohort, family in dict.fromkeys((r["cohort"], r["family"]) for r in rows):
+        draws = [r for r in rows if r["cohort"] == cohort and r["family"] == family]
+        diffs = np.array([r["diff"] for r in draws])
+        if len(diffs) > 1 and diffs.std(ddof=1) > 0:
+            low, high = stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=stats.sem(diffs))
+        else:
+            low = high = float(diffs.mean())
+        out.append({"cohort": cohort, "family": family, "draws": len(draws),
+                    "network": float(np.mean([r["network"] for r in draws])),
+                    "baseline": float(np.mean([r["baseline"] for r in draws])), "diff": float(diffs.mean()),
+                    "ci": (float(low), float(high)), "met": sum(r["met"] for r in draws)})
+    return out
+
+
+def print_over_draws(rows: list[dict]) -> None:
+    print("\nOver the cohorts' draws (mean; the best baseline is each draw's own)\n")
+    print("| cohort | family | draws | network | best baseline | network - best | 95 % t interval | goal met in |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in over_draws(rows):
+        print(f"| {r['cohort']} | {r['family']} | {r['draws']} | {r['network']:.3f} | {r['baseline']:.3f} | "
+              f"{r['diff']:+.3f} | {r['ci'][0]:+.3f} to {r['ci'][1]:+.3f} | {r['met']} of {r['draws']} |")
+
+
+def _prepare(name: str, root: Path, shared: Path, seed: int = 42) -> tuple[Path, Path]:
     from radiogenomics.cli import default_hallmark_gmt
     from radiogenomics.synth import SynthConfig, generate
 
     if name in ("paper", "nonlinear"):
-        generate(SynthConfig(out=root, hallmark_gmt=default_hallmark_gmt(), seed=42,
+        generate(SynthConfig(out=root, hallmark_gmt=default_hallmark_gmt(), seed=seed,
                              design="nsclc" if name == "paper" else "nonlinear"), progress=False)
         return root / "train", root / "test"
     from sklearn.model_selection import train_test_split
@@ -117,7 +163,7 @@ def _prepare(name: str, root: Path, shared: Path) -> tuple[Path, Path]:
 
     folder = shared / "expression" / "gseapy_leukemia"
     _, labels = read_gsea_leukemia(folder)
-    train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=1 / 3, stratify=labels, random_state=42)
+    train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=1 / 3, stratify=labels, random_state=seed)
     return (write_leukemia_cohort(folder, root / "train", sorted(train_rows)),
             write_leukemia_cohort(folder, root / "test", sorted(test_rows)))
 
@@ -127,6 +173,8 @@ def main() -> int:
     parser.add_argument("--cohorts", default="paper,nonlinear,leukemia")
     parser.add_argument("--trials", type=int, help="Tune trials (default: train's default)")
     parser.add_argument("--folds", type=int, help="CV folds (default: train's default; leukemia at most 4)")
+    parser.add_argument("--cohort-seeds", default="42", type=_seeds,
+                        help="comma-separated generator seeds of the synthetic cohorts (leukemia: split seeds); default 42")
     parser.add_argument("--work", type=Path, help="keep cohorts and models here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -145,23 +193,24 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = args.work or Path(tmp)
-            for name in args.cohorts.split(","):
-                train_dir, test_dir = _prepare(name, work / name / "cohort", shared)
+            for name, seed in [(n, s) for n in args.cohorts.split(",") for s in args.cohort_seeds]:
+                run = work / (name if seed == 42 else f"{name}-seed{seed}")
+                train_dir, test_dir = _prepare(name, run / "cohort", shared, seed)
                 budget = {k: v for k, v in (("trials", args.trials), ("folds", args.folds)) if v}
                 if name == "leukemia":
                     budget["folds"] = min(budget.get("folds", 4), 4)  # 32 patients
                 start = time.perf_counter()
-                folder = train(TrainOptions(cohort=train_dir, registry=work / name / "registry", name=name,
+                folder = train(TrainOptions(cohort=train_dir, registry=run / "registry", name=name,
                                             progress=False, **budget))
                 seconds = time.perf_counter() - start
-                holdout = evaluate_on_test(folder, test_dir, work / name / "evaluation" / "metrics.json")
-                network = json.loads((work / name / "evaluation" / "metrics.json").read_text())
-                baselines = json.loads((work / name / "evaluation" / "metrics_baselines.json").read_text())
-                truth_file = work / name / "cohort" / "truth.json"
+                holdout = evaluate_on_test(folder, test_dir, run / "evaluation" / "metrics.json")
+                network = json.loads((run / "evaluation" / "metrics.json").read_text())
+                baselines = json.loads((run / "evaluation" / "metrics_baselines.json").read_text())
+                truth_file = run / "cohort" / "truth.json"
                 ceiling: dict[str, dict] = {}
                 if truth_file.exists():
-                    ceiling = planted_ceiling(work / name / "cohort", holdout)
-                    groups[name] = by_planted_group(json.loads(truth_file.read_text()), network, baselines, ceiling)
+                    ceiling = planted_ceiling(run / "cohort", holdout)
+                    groups[(name, seed)] = by_planted_group(json.loads(truth_file.read_text()), network, baselines, ceiling)
                 card = json.loads((folder / "model.json").read_text())
                 net = _family_means(network)
                 rule = _family_means(ceiling)
@@ -172,34 +221,36 @@ def main() -> int:
                     paired = family_differences(holdout.spec, holdout.labels, holdout.predictions["network"],
                                                 holdout.predictions[best_model])[family]
                     assert abs(paired["diff"] - (value - best)) < 1e-9, "the interval is about another difference"
-                    rows.append({"cohort": name, "family": family, "network": value, "best_baseline": best_model,
+                    rows.append({"cohort": name, "seed": seed, "family": family, "network": value, "best_baseline": best_model,
                                  "baseline": best, "diff": value - best, "met": value >= best - GOAL_MARGIN,
                                  "others": {m: round(b[family], 3) for m, b in base.items() if family in b},
                                  "train_s": seconds, "members": len(card["cv_metrics"].get("members", [])) or 1,
                                  "cv": card["cv_metrics"]["cv_auc"], "ceiling": rule.get(family),
                                  "ci": (paired["ci_low"], paired["ci_high"])})
-                print(f"[{name}] trained in {seconds:.0f} s; CV score {card['cv_metrics']['cv_auc']:.3f}; "
+                print(f"[{name}, seed {seed}] trained in {seconds:.0f} s; CV score {card['cv_metrics']['cv_auc']:.3f}; "
                       f"{rows[-1]['members']} member(s); best params {json.dumps(card['cv_metrics']['best_params'])}",
                       flush=True)
     finally:
         ray.shutdown()
     print()
-    print("| cohort | family | network (test AUC) | best baseline | its AUC | network - best | its 95 % CI "
+    print("| cohort (seed) | family | network (test AUC) | best baseline | its AUC | network - best | its 95 % CI "
           "| goal (>= -0.01) | planted rule (ceiling) | all baselines |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rule = "-" if r["ceiling"] is None else f"{r['ceiling']:.3f}"
-        print(f"| {r['cohort']} | {r['family']} | {r['network']:.3f} | {r['best_baseline']} | {r['baseline']:.3f} | "
+        print(f"| {r['cohort']} ({r['seed']}) | {r['family']} | {r['network']:.3f} | {r['best_baseline']} | {r['baseline']:.3f} | "
               f"{r['diff']:+.3f} | {r['ci'][0]:+.3f} to {r['ci'][1]:+.3f} | {'met' if r['met'] else 'MISSED'} | {rule} "
               f"| {r['others']} |")
-    for name, group_rows in groups.items():
-        print(f"\n[{name}] test AUC by planted rule (mean over the group's targets)\n")
+    for (name, seed), group_rows in groups.items():
+        print(f"\n[{name}, seed {seed}] test AUC by planted rule (mean over the group's targets)\n")
         print("| group (rule) | targets | network | best baseline | its AUC | network - best | planted rule (ceiling) |")
         print("|---|---|---|---|---|---|---|")
         for r in group_rows:
             print(f"| {r['group']} | {r['targets']} | {r['network']:.3f} | {r['best_baseline']} | {r['baseline']:.3f} | "
                   f"{r['diff']:+.3f} | {'-' if r['ceiling'] is None else format(r['ceiling'], '.3f')} |")
     print(f"\ngoal met on {sum(r['met'] for r in rows)} of {len(rows)} (cohort, family) pairs")
+    if len(args.cohort_seeds) > 1:
+        print_over_draws(rows)
     return 0
 
 
