@@ -36,6 +36,8 @@ ARCHITECTURES = {
     "grouped_depth1": NetConfig(widths=(3,), screen_genes=5, components=2, target_screen=True, activation="elu"),
     "depth0_modules_interaction": NetConfig(widths=(), screen_genes=6, components=2, l2=0.01, target_screen=True,
                                             modules=40, interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS),
+    "depth0_modules_histology_readout": NetConfig(widths=(), screen_genes=6, l2=0.01, target_screen=True, modules=40,
+                                                  interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS, histology_c=0.07),
 }
 
 

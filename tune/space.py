@@ -54,13 +54,13 @@ from radiogenomics.training.network import INTERACTION_KNOTS, NetConfig
 STARTING_POINTS: list[dict[str, Any]] = [
     {"depth": 0, "width": 64, "activation": "relu", "dropout": 0.3, "input_dropout": 0.0, "optimizer": "adam",
      "lr": 3e-3, "weight_decay": 1e-5, "l2": 0.03, "batch_size": 32, "screen_genes": 25, "components": 0,
-     "target_screen": True, "modules": 50, "interaction_l1": 3e-4},
+     "target_screen": True, "modules": 50, "interaction_l1": 3e-4, "histology_c": 0.07},
     {"depth": 0, "width": 64, "activation": "relu", "dropout": 0.3, "input_dropout": 0.0, "optimizer": "adam",
      "lr": 3e-3, "weight_decay": 1e-5, "l2": 0.03, "batch_size": 32, "screen_genes": 25, "components": 0,
-     "target_screen": True, "modules": 0, "interaction_l1": 3e-4},
+     "target_screen": True, "modules": 0, "interaction_l1": 3e-4, "histology_c": 0.0},
     {"depth": 0, "width": 64, "activation": "relu", "dropout": 0.3, "input_dropout": 0.0, "optimizer": "adam",
      "lr": 3e-3, "weight_decay": 1e-5, "l2": 0.1, "batch_size": 32, "screen_genes": 50, "components": 0,
-     "target_screen": True, "modules": 0, "interaction_l1": 3e-4},
+     "target_screen": True, "modules": 0, "interaction_l1": 3e-4, "histology_c": 0.0},
 ]
 
 
@@ -81,6 +81,7 @@ def search_space(max_epochs: int = 80) -> dict[str, Any]:
         "target_screen": ray_tune.choice([True, False]),  # depth 0 with a screen: each output its own genes
         "modules": ray_tune.choice([0, 25, 50]),  # module eigengenes, their products and hinges (depth 0, target_screen)
         "interaction_l1": ray_tune.loguniform(1e-4, 3e-3),
+        "histology_c": ray_tune.choice([0.0, 0.03, 0.07, 0.15]),  # histology's read-out fitted to convergence
         "max_epochs": max_epochs,
     }
 
@@ -103,4 +104,5 @@ def to_config(params: dict[str, Any], design: str = "shared") -> NetConfig:
         target_screen=target_screen, modules=modules,
         interaction_l1=float(params.get("interaction_l1", 3e-4)),
         interaction_knots=INTERACTION_KNOTS if modules else (),
+        histology_c=float(params.get("histology_c", 0.0)) if modules else 0.0,
     )

@@ -33,6 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from radiogenomics.training.readout import READOUT_BLEND, fit_class_readout
 from radiogenomics.training.targets import Labels, Predictions, TargetSpec, summary_auc, target_aucs
 
 Activation = Literal["relu", "tanh", "elu", "sigmoid", "identity", "interaction"]
@@ -106,6 +107,10 @@ class NetConfig(BaseModel):
     #: hinges relu(e - k) of every eigengene at these knots (standardised units), read out beside the
     #: products: thresholds of one program. () = products only (the form of artifacts made before them)
     interaction_knots: tuple[float, ...] = Field((), max_length=8)
+    #: > 0: after the gradient training, histology's logits of a modules network are averaged with a
+    #: read-out of the eigengenes, their products and hinges fitted to convergence by an L1-penalised
+    #: multinomial logistic regression with this `C` (`readout.py`); 0: the gradient-trained logits alone
+    histology_c: float = Field(0.0, ge=0.0)
 
     @property
     def staged(self) -> bool:
@@ -125,6 +130,8 @@ class NetConfig(BaseModel):
                              "interaction_units > 0")
         if self.interaction_knots and not (self.modules or self.interaction_units):
             raise ValueError("interaction_knots are hinges of module eigengenes: they need modules > 0")
+        if self.histology_c and not (self.modules or self.interaction_units):
+            raise ValueError("histology_c fits histology's read-out of module eigengenes: it needs modules > 0")
         return self
 
 
@@ -228,6 +235,23 @@ class InteractionNet(nn.Module):
             logits = logits + self.readout.bias
         c = self.n_classes
         return (logits[:, :c] if c else None), (logits[:, c:] if logits.shape[1] > c else None)
+
+    def basis(self, x: np.ndarray) -> np.ndarray:
+        """(n, p) the read-out's inputs for stage outputs `x`: the standardised eigengenes, their
+        products and hinges (float64)."""
+        with torch.no_grad():
+            s = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) - self.mean) / self.sd
+            return self.interaction(s[:, s.shape[1] - self.n_modules:]).double().numpy()
+
+    def set_class_readout(self, weights: np.ndarray, biases: np.ndarray, blend: float = READOUT_BLEND) -> None:
+        """Histology's logits become `(1 - blend)` times the gradient-trained ones plus `blend` times
+        `basis @ weights.T + biases` (one linear head still: its rows are mixed the same way)."""
+        c, keep = self.n_classes, 1.0 - blend
+        with torch.no_grad():
+            self.wide.weight[:c] *= keep
+            self.wide.bias[:c] *= keep
+            self.readout.weight[:c] = keep * self.readout.weight[:c] + blend * torch.from_numpy(weights).float()
+            self.readout.bias[:c] = keep * self.readout.bias[:c] + blend * torch.from_numpy(biases).float()
 
     def penalty(self, config: NetConfig) -> torch.Tensor:
         """L2 on the genes' weights, L1 on the eigengene read-out (sparse: few pairs interact). Each
@@ -574,6 +598,21 @@ def _member_score(spec: TargetSpec, labels: Labels, preds: Predictions, member: 
     return aucs[feature]
 
 
+def _fit_histology_readout(model: InteractionNet, config: NetConfig, seed: int, x_train: np.ndarray, y_train: Labels,
+                           x_val: np.ndarray | None, y_val: Labels | None) -> None:
+    """Average histology's gradient-trained logits with the read-out fitted to convergence
+    (`readout.py`) on every row the network may learn from: the fitting rows and, in CV, the
+    early-stopping rows too (they are training rows of the fold; no other output's stopping depends
+    on histology's weights)."""
+    x, y = x_train, y_train.histology
+    if x_val is not None and y_val is not None:
+        x, y = np.concatenate([x_train, x_val]), np.concatenate([y_train.histology, y_val.histology])
+    if len(np.unique(y)) < 2:
+        return  # nothing to separate: keep the gradient-trained rows
+    weights, biases = fit_class_readout(model.basis(x), y, model.n_classes, config.histology_c, seed)
+    model.set_class_readout(weights, biases)
+
+
 def train_network(
     x_train: np.ndarray,
     y_train: Labels,
@@ -672,8 +711,10 @@ def train_network(
                 since_best[k] += 1
         if all(s >= config.patience for s in since_best):
             break
-    if snapshots is not None:
-        rows = snapshots.restore()
+    rows = None if snapshots is None else snapshots.restore()  # each output at its own best (or given) epoch
+    if isinstance(model, InteractionNet) and config.histology_c and model.n_classes and model.n_modules:
+        _fit_histology_readout(model, config, seed, x_train, y_train, x_val, y_val)
+    if rows is not None:
         model.eval()
         return FitResult(model=model, best_epoch=int(np.median(rows)), history=history, target_epochs=rows)
     if x_val is not None:
