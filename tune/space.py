@@ -40,6 +40,13 @@ products alone (histology / radiomic): nonlinear 0.780 / 0.802 against 0.772 / 0
 against 0.826 / 0.808. Five knots (-1 to 1) scored the same as three (0.782 / 0.802); the min of
 two eigengenes (an AND at a common threshold) 0.782 / 0.799 on the nonlinear cohort but lower on
 the paper-sized one (0.839 / 0.808), so it is not in the basis.
+
+`histology_c` (modules networks only) averages histology's gradient-trained logits with a read-out
+of the same eigengene basis fitted to convergence (`radiogenomics/training/readout.py`, which has
+the one-network measurements). The first starting point uses 0.07. `bench/accuracy.py
+--cohort-seeds 42,1,2` (5 seeds, test histology, network minus the best baseline): nonlinear
+-0.012 / -0.002 / -0.026 against -0.018 / -0.009 / -0.057 without it; paper-sized +0.022 / +0.021 /
++0.004 against +0.023 / +0.022 / -0.008; radiomic unchanged.
 """
 
 from __future__ import annotations

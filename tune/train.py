@@ -246,8 +246,8 @@ def per_target_counterpart(config: NetConfig) -> NetConfig:
     """One network per target, as the authors trained them: `config` in the per-target design (a
     modules network's outputs are already independent models, so its counterpart is the plain
     per-target design, without eigengenes, their hinges or histology's read-out of them)."""
-    return NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0, "interaction_knots": (),
-                                 "histology_c": 0.0})
+    return NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0,
+                                     "interaction_knots": (), "histology_c": 0.0})
 
 
 def _compare_designs(cohort_ref, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:
