@@ -38,6 +38,9 @@ ARCHITECTURES = {
                                             modules=40, interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS),
     "depth0_modules_histology_readout": NetConfig(widths=(), screen_genes=6, l2=0.01, target_screen=True, modules=40,
                                                   interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS, histology_c=0.07),
+    "depth0_modules_histology_pool": NetConfig(widths=(), screen_genes=6, l2=0.01, target_screen=True, modules=20,
+                                               interaction_l1=1e-4, interaction_knots=INTERACTION_KNOTS, histology_c=0.07,
+                                               histology_pool=120),
 }
 
 

@@ -168,6 +168,57 @@ def test_interaction_layer_appends_products_then_hinges() -> None:
     np.testing.assert_allclose(legacy(h).numpy(), expected[:, :11], rtol=0, atol=1e-6)
 
 
+def _module_genes(rows: np.ndarray) -> list[set[int]]:
+    return [set(np.flatnonzero(row).tolist()) for row in rows]
+
+
+def test_histology_pool_lets_a_class_program_weak_gene_by_gene_form_a_module() -> None:
+    """The pool that modules are found in: every output's `per_target` best genes, and histology's
+    classes' (the first `class_rows` outputs) `class_pool` best. A program whose genes rank 31-42 for
+    a class forms a module only with the class pool; the same ranks for a feature never do."""
+    rng = np.random.default_rng(0)
+    n = 200
+    programs = [rng.standard_normal(n) for _ in range(3)]
+    z = np.concatenate([p[:, None] * 0.9 + 0.35 * rng.standard_normal((n, 12)) for p in programs]
+                       + [rng.standard_normal((n, 200))], axis=1)
+    a, b, c = (set(range(12 * k, 12 * (k + 1))) for k in range(3))
+    noise = np.arange(36, 236)
+    scores = np.zeros((2, z.shape[1]))  # row 0: a histology class, row 1: a feature
+    scores[0, noise[:30]] = np.linspace(1.0, 0.8, 30)  # the class's 30 best genes are noise, then program b
+    scores[0, sorted(b)] = np.linspace(0.7, 0.6, 12)
+    scores[1, sorted(a)] = np.linspace(1.0, 0.9, 12)  # the feature: program a, then noise, then program c
+    scores[1, noise[30:38]] = np.linspace(0.8, 0.75, 8)
+    scores[1, sorted(c)] = np.linspace(0.7, 0.6, 12)
+    assert _module_genes(module_eigengenes(z, scores, per_target=20)[0]) == [a]
+    assert _module_genes(module_eigengenes(z, scores, per_target=20, class_rows=0, class_pool=50)[0]) == [a]
+    found = _module_genes(module_eigengenes(z, scores, per_target=20, class_rows=1, class_pool=50)[0])
+    assert sorted(found, key=min) == [a, b]  # not c: a feature's pool stays `per_target`
+
+
+def test_input_stage_pools_each_histology_class(synthetic) -> None:
+    """`fit_input_stage(histology_pool=...)` widens the pool by histology's classes' rows only (they
+    come first in the screening scores), and the modules change with it."""
+    train, _ = synthetic
+    spec = TargetSpec.fit(train)
+    labels = spec.encode(train)
+    z = Standardizer.fit(train.expression).transform(train.expression)
+    scores = screening_scores(z, labels, len(spec.histology_classes))
+    plain = fit_input_stage(z, labels, screen_genes=8, components=0, modules=10, n_classes=3)
+    pooled = fit_input_stage(z, labels, screen_genes=8, components=0, modules=10, n_classes=3, histology_pool=100)
+    expected, offsets = module_eigengenes(z, scores, 10, class_rows=3, class_pool=100)
+    np.testing.assert_array_equal(pooled.projection[len(pooled.genes):], expected)
+    np.testing.assert_array_equal(pooled.offset[len(pooled.genes):], offsets)
+    np.testing.assert_array_equal(pooled.genes, plain.genes)  # the screens are the same
+    assert _module_genes(pooled.projection[len(pooled.genes):]) != _module_genes(plain.projection[len(plain.genes):])
+
+
+def test_histology_pool_needs_modules() -> None:
+    with pytest.raises(ValueError, match="histology_pool widens the pool"):
+        NetConfig(widths=(), screen_genes=5, target_screen=True, histology_pool=100)
+    assert to_config({**STARTING_POINTS[0], "modules": 0}).histology_pool == 0
+    assert to_config(STARTING_POINTS[0]).histology_pool == STARTING_POINTS[0]["histology_pool"] > 0
+
+
 def test_hinges_only_on_module_eigengenes() -> None:
     with pytest.raises(ValueError, match="interaction_knots are hinges of module eigengenes"):
         NetConfig(widths=(), screen_genes=5, target_screen=True, interaction_knots=(0.0,))

@@ -247,7 +247,7 @@ def per_target_counterpart(config: NetConfig) -> NetConfig:
     modules network's outputs are already independent models, so its counterpart is the plain
     per-target design, without eigengenes, their hinges or histology's read-out of them)."""
     return NetConfig.model_validate({**config.model_dump(), "design": "per_target", "modules": 0,
-                                     "interaction_knots": (), "histology_c": 0.0})
+                                     "interaction_knots": (), "histology_c": 0.0, "histology_pool": 0})
 
 
 def _compare_designs(cohort_ref, folds, config, spec: TargetSpec, shared_aucs: dict[str, float], options: TrainOptions) -> pd.DataFrame:

@@ -93,7 +93,8 @@ def _fold_interaction(staged: InteractionNet, stage: InputStage, config: NetConf
     n_classes, n_logits, m = staged.n_classes, staged.wide.out_features, staged.n_modules
     update: dict = {"screen_genes": 0, "components": 0, "modules": 0, "target_screen": False, "widths": (n_logits + m,),
                     "dropout": 0.0, "activation": "interaction" if m else "identity", "interaction_units": m,
-                    "interaction_knots": config.interaction_knots if m else ()}
+                    "interaction_knots": config.interaction_knots if m else (), "histology_pool": 0,
+                    "histology_c": config.histology_c if m else 0.0}
     plain_cfg = config.model_copy(update=update)
     plain = SharedNet(n_genes, n_classes, n_logits - n_classes, plain_cfg)
     layers = list(plain.trunk.layers)

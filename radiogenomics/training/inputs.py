@@ -9,11 +9,15 @@ only (inside every CV fold, and on the whole training cohort for the refit):
   the fitting rows (for two groups the same ranking as the ANOVA F statistic); the union;
 * unsupervised components: the first `components` principal components of the fitting rows'
   expression (scikit-learn `PCA`, full SVD, deterministic signs);
-* module eigengenes: each output's `modules` best-screened genes, pooled and clustered into
-  co-expressed groups (SciPy average linkage on 1 - |r|), one eigengene (first principal component,
-  unit loadings on the group's genes) per group of at least `MODULE_MIN_GENES`. A program that acts
-  through an interaction or a threshold is still a co-expressed group, so the network can read the
-  program as one input and combine programs (`network.InteractionNet`).
+* module eigengenes: each output's `modules` best-screened genes (and each histology class's
+  `histology_pool` best, if larger), pooled and clustered into co-expressed groups (SciPy average
+  linkage on 1 - |r|), one eigengene (first principal component, unit loadings on the group's genes)
+  per group of at least `MODULE_MIN_GENES`. A program that acts through an interaction or a
+  threshold is still a co-expressed group, so the network can read the program as one input and
+  combine programs (`network.InteractionNet`). A program that drives a class only through an AND
+  with another is weak gene by gene: few of its genes are among the class's 50 best (the nonlinear
+  design's MYC program and the "Other" class: 1 of 50 at one generator seed, so no module), more
+  among its 150 best (`tune/space.py` has what the larger pool gained).
 
 The stage output is `P z + q` (screened genes are rows of the identity, components are PCA
 loadings with the centring folded into `q`). Because it is one affine map, and the network's first
@@ -112,10 +116,14 @@ MODULE_CUT = 0.6
 MODULE_MIN_GENES = 5
 
 
-def module_eigengenes(z: np.ndarray, scores: np.ndarray, per_target: int) -> tuple[np.ndarray, np.ndarray]:
+def module_eigengenes(z: np.ndarray, scores: np.ndarray, per_target: int, class_rows: int = 0,
+                      class_pool: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(M, G) unit loadings of each module's first principal component (zero off its genes) and the
-    (M,) offsets that centre them on the fitting rows `z`. Signs: the larger loadings positive."""
-    pool = np.unique(per_target_top(scores, per_target))
+    (M,) offsets that centre them on the fitting rows `z`. Signs: the larger loadings positive.
+    The pool: every output's (row of `scores`) `per_target` best genes and the first `class_rows`
+    outputs' (histology's classes) `class_pool` best."""
+    pool = np.unique(np.concatenate([per_target_top(scores, per_target).ravel(),
+                                     per_target_top(scores[:class_rows], class_pool).ravel()]))
     if len(pool) < MODULE_MIN_GENES:
         return np.zeros((0, z.shape[1]), dtype=np.float32), np.zeros(0, dtype=np.float32)
     block = z[:, pool].astype(np.float64)
@@ -142,9 +150,10 @@ def module_eigengenes(z: np.ndarray, scores: np.ndarray, per_target: int) -> tup
 
 
 def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, components: int, seed: int = 0,
-                    n_classes: int = 0, modules: int = 0) -> InputStage:
+                    n_classes: int = 0, modules: int = 0, histology_pool: int = 0) -> InputStage:
     """Fit the stage on z-scored training rows `z` (n, G) and their labels (`n_classes` histology
-    classes); `modules` > 0 appends module eigengenes found among each output's `modules` best genes."""
+    classes); `modules` > 0 appends module eigengenes found among each output's `modules` best genes
+    and each histology class's `histology_pool` best."""
     n, n_genes = z.shape
     if screen_genes <= 0 and components <= 0:
         raise ValueError("an input stage needs screen_genes > 0 and/or components > 0")
@@ -162,8 +171,9 @@ def fit_input_stage(z: np.ndarray, labels: Labels, *, screen_genes: int, compone
         pca = PCA(n_components=n_comp, svd_solver="full", random_state=seed).fit(z.astype(np.float64))
         blocks.append(pca.components_.astype(np.float32))
         offsets.append((-pca.components_ @ pca.mean_).astype(np.float32))
-    eigen, eigen_offset = module_eigengenes(z, scores, modules) if modules > 0 else (np.zeros((0, n_genes), np.float32),
-                                                                                      np.zeros(0, np.float32))
+    class_rows = len(scores) - labels.features.shape[1]  # histology's classes come first
+    eigen, eigen_offset = (module_eigengenes(z, scores, modules, class_rows, histology_pool) if modules > 0
+                           else (np.zeros((0, n_genes), np.float32), np.zeros(0, np.float32)))
     blocks.append(eigen)
     offsets.append(eigen_offset)
     width = len(genes) + n_comp + len(eigen)

@@ -111,6 +111,9 @@ class NetConfig(BaseModel):
     #: read-out of the eigengenes, their products and hinges fitted to convergence by an L1-penalised
     #: multinomial logistic regression with this `C` (`readout.py`); 0: the gradient-trained logits alone
     histology_c: float = Field(0.0, ge=0.0)
+    #: > 0: each histology class's `histology_pool` best genes join the module pool (`inputs.py`), so a
+    #: program that drives a class only with another (weak gene by gene) still forms a module. Training only
+    histology_pool: int = Field(0, ge=0)
 
     @property
     def staged(self) -> bool:
@@ -132,6 +135,8 @@ class NetConfig(BaseModel):
             raise ValueError("interaction_knots are hinges of module eigengenes: they need modules > 0")
         if self.histology_c and not (self.modules or self.interaction_units):
             raise ValueError("histology_c fits histology's read-out of module eigengenes: it needs modules > 0")
+        if self.histology_pool and not self.modules:
+            raise ValueError("histology_pool widens the pool that module eigengenes are found in: it needs modules > 0")
         return self
 
 

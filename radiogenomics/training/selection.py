@@ -78,7 +78,8 @@ def _stage(config: NetConfig, z_fit: np.ndarray, labels: Labels, seed: int, spec
     if not config.staged:
         return None
     return fit_input_stage(z_fit, labels, screen_genes=config.screen_genes, components=config.components, seed=seed,
-                           n_classes=len(spec.histology_classes) if spec.has_histology else 0, modules=config.modules)
+                           n_classes=len(spec.histology_classes) if spec.has_histology else 0, modules=config.modules,
+                           histology_pool=config.histology_pool)
 
 
 def _head_mask(config: NetConfig, stage: InputStage | None) -> np.ndarray | None:
