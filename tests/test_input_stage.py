@@ -383,3 +383,24 @@ def test_grouped_network_is_one_network_per_output_in_one_matrix(cohorts) -> Non
         moved = z.copy()
         moved[:, sorted(own)[0]] += 3.0
         assert np.abs(predict(fitted.net, moved).features[:, j] - base[:, j]).max() > 1e-4
+
+
+def test_modules_network_whose_stage_finds_no_module_exports_and_loads(cohorts, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A modules network on a cohort where no co-expressed group is large enough has no eigengenes:
+    it exports as the plain depth-0 form, whose configuration keeps no read-out or pool of them, so
+    the registry loads it (a card with `histology_c` and no eigengene would be refused)."""
+    import radiogenomics.training.inputs as inputs
+
+    train, test = cohorts
+    monkeypatch.setattr(inputs, "MODULE_MIN_GENES", 10**6)
+    config = ARCHITECTURES["depth0_modules_histology_pool"]
+    model = load_model(fit_and_export(train, tmp_path, "m", config, epochs=3, seed=1))
+    assert model.card.input_stage["modules"] == 0
+    exported = model.card.hyperparameters
+    assert exported["activation"] == "identity" and exported["interaction_units"] == 0
+    assert exported["histology_c"] == 0.0 and exported["histology_pool"] == 0 and exported["modules"] == 0
+    fitted = refit(train, config, epochs=3, seed=1)
+    z_test = fitted.scaler.transform(test.expression)
+    staged = predict(fitted.result.model, fitted.stage.transform(z_test)).matrix()
+    assert np.abs(predict(model.net, prepare(model, test).z).matrix() - staged).max() < 2e-5
