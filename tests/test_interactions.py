@@ -117,8 +117,12 @@ def test_each_output_stops_at_its_own_epoch_and_the_refit_reproduces_it(syntheti
             torch.testing.assert_close(p_mixed[chosen], p_plain[chosen], rtol=0, atol=1e-6)
 
 
-def test_modules_fit_on_training_rows_only(synthetic) -> None:
-    """No leakage: changing the held-out rows' expression changes no eigengene, offset or weight."""
+@pytest.mark.parametrize("config", [MODULES, MODULES.model_copy(update={"histology_pool": 60, "histology_c": 0.07})],
+                         ids=["modules", "histology_pool_and_readout"])
+def test_modules_fit_on_training_rows_only(synthetic, config: NetConfig) -> None:
+    """No leakage: changing the held-out rows' expression changes no eigengene, offset or weight, nor
+    (with histology's pool and read-out, as in the first starting point) the pooled modules or the
+    read-out fitted to convergence."""
     train, _ = synthetic
     (train_rows, val_rows), = stratified_folds(train, 3, 0)[:1]
     spec = TargetSpec.fit(train, rows=train_rows)
@@ -128,12 +132,19 @@ def test_modules_fit_on_training_rows_only(synthetic) -> None:
     for expression in (train.expression, changed):
         z = Standardizer.fit(expression[train_rows]).transform(expression[train_rows])
         labels = spec.encode(train).take(train_rows)
-        stage = fit_input_stage(z, labels, screen_genes=8, components=0, modules=40, n_classes=3)
-        net = train_network(stage.transform(z), labels, spec, MODULES, epochs=3, staged=True,
+        stage = fit_input_stage(z, labels, screen_genes=8, components=0, modules=40, n_classes=3,
+                                histology_pool=config.histology_pool)
+        net = train_network(stage.transform(z), labels, spec, config, epochs=3, staged=True,
                             head_mask=stage.logit_mask(), modules=stage.modules)
         fitted.append((stage, net.model.state_dict()))
     (a, wa), (b, wb) = fitted
     assert a.modules > 0
+    if config.histology_c:  # the read-out ran: without it histology's head differs
+        z = Standardizer.fit(train.expression[train_rows]).transform(train.expression[train_rows])
+        plain = train_network(a.transform(z), spec.encode(train).take(train_rows), spec,
+                              config.model_copy(update={"histology_c": 0.0}), epochs=3, staged=True,
+                              head_mask=a.logit_mask(), modules=a.modules).model.state_dict()
+        assert any(not torch.equal(wa[key], plain[key]) for key in wa)
     np.testing.assert_array_equal(a.projection, b.projection)
     np.testing.assert_array_equal(a.offset, b.offset)
     for key in wa:
