@@ -58,9 +58,10 @@ CV 0.795 -> 0.803, 0.799 -> 0.805, 0.793 -> 0.785, 0.840 -> 0.841 / 0.766 -> 0.7
 0.716 -> 0.732, 0.850 -> 0.851 / 0.834 -> 0.840, 0.824 -> 0.830, 0.710 -> 0.724, 0.849 -> 0.846
 (mean +0.007); radiomic within 0.003. A pool of 100 scored the same in CV (0.810 / 0.799 / 0.783 /
 0.840 at fold seed 425, mean 0.808 against 0.809) and a little lower on the held-out patients (mean
-0.813 against 0.816), so the search keeps it as a choice; clustering histology's pool apart from the others' no better (0.793 / 0.805 / 0.787 /
-0.839), and a looser co-expression cut (0.7) no better (0.802 / 0.792 / 0.787 / 0.843); choosing the
-read-out's `C` by an inner 5-fold CV moved nothing (0.796 / 0.796 / 0.796 / 0.841; it chose 0.07 most often).
+0.813 against 0.816), so the search keeps it as a choice; clustering histology's pool apart from
+the others' was no better (0.793 / 0.805 / 0.787 / 0.839), nor a looser co-expression cut of 0.7
+(0.802 / 0.792 / 0.787 / 0.843); choosing the read-out's `C` by an inner 5-fold CV moved nothing
+(0.796 / 0.796 / 0.796 / 0.841; it chose 0.07 most often).
 """
 
 from __future__ import annotations
